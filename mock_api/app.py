@@ -1,0 +1,113 @@
+"""The bundled retail API: the original project's mock API contract, plus fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Query, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mock_api.data import DataConfig, RetailData
+
+DEFAULT_API_KEY = "FAKE_KEY_123"
+MAX_LIMIT = 1000
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Records per page, 1 to 1000.")]
+Offset = Annotated[int, Query(ge=0, description="Records to skip.")]
+StartSalesId = Annotated[int, Query(ge=0, description="The first sale id to return.")]
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    fail_rate: float = 0.0  # share of requests answered 500 or 503
+    throttle_rate: float = 0.0  # share answered 429 with Retry-After
+    latency_ms: int = 0  # added to every request
+    retry_after_s: int = 1
+
+
+@dataclass(frozen=True)
+class MockConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    api_key: str = DEFAULT_API_KEY
+
+
+def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status_code, headers=headers,
+                    media_type="application/json")
+
+
+class FaultInjection:
+    """ASGI middleware: latency, throttling and server errors at the configured rates."""
+
+    def __init__(self, app: ASGIApp, faults: FaultConfig, seed: int) -> None:
+        self.app = app
+        self.faults = faults
+        self.rng = random.Random(seed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in ("/docs", "/openapi.json", "/health"):
+            await self.app(scope, receive, send)
+            return
+        faults = self.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        roll = self.rng.random()
+        if roll < faults.throttle_rate:
+            response = json_response({"detail": "Too Many Requests"}, 429,
+                                     {"Retry-After": str(faults.retry_after_s)})
+        elif roll < faults.throttle_rate + faults.fail_rate:
+            status = self.rng.choice((500, 503))
+            response = json_response({"detail": "Injected failure"}, status)
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+def create_app(config: MockConfig | None = None) -> FastAPI:
+    config = config or MockConfig()
+    data = RetailData(config.data)
+    expected = config.api_key.encode()
+    app = FastAPI(title="retailctl mock retail API", version="1.0",
+                  description="Deterministic demo data in the original project's API contract.")
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Response:
+        if request.url.path in ("/docs", "/openapi.json", "/health"):
+            return await call_next(request)  # type: ignore[no-any-return]
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected):
+            return json_response({"detail": "Unauthorized"}, 401)
+        return await call_next(request)  # type: ignore[no-any-return]
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/products")
+    async def products(limit: Limit = 100, offset: Offset = 0) -> Response:
+        total = data.product_count()
+        items = [data.product(i) for i in range(offset, min(offset + limit, total))]
+        return json_response({"items": items, "total_items": total})
+
+    @app.get("/customers")
+    async def customers(limit: Limit = 100, offset: Offset = 0) -> Response:
+        total = data.customer_count()
+        items = [data.customer(i) for i in range(offset, min(offset + limit, total))]
+        return json_response({"items": items, "total_items": total})
+
+    @app.get("/sales")
+    async def sales(limit: Limit = 100, start_sales_id: StartSalesId = 1) -> Response:
+        total = data.sale_count()
+        first = data.first_index_at_or_after(start_sales_id, total)
+        items = [data.sale(k) for k in range(first, min(first + limit, total))]
+        return json_response({"items": items, "total_items": total})
+
+    if config.faults != FaultConfig():
+        app.add_middleware(FaultInjection, faults=config.faults, seed=config.data.seed)
+    return app

@@ -1,0 +1,3 @@
+from retailctl.cli import main
+
+main()

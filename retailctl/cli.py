@@ -1,0 +1,205 @@
+"""The `retailctl` command line: parse options, call the library, render, map errors to exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from retailctl import __version__, console
+from retailctl.config import SETTING_SPECS, Settings, load_settings
+from retailctl.db import migrate, open_database
+from retailctl.errors import RetailctlError, Terminated
+
+app = typer.Typer(
+    name="retailctl",
+    help="Hourly retail ETL: a retail REST API into Bronze NDJSON, Silver Postgres and Gold dbt.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never show locals: they hold secrets
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+api_app = typer.Typer(help="The bundled mock retail API.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(api_app, name="api")
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class CliState:
+    overrides: dict[str, Any]
+    settings: Settings | None = None
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.say(f"retailctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Data directory (bronze files, dbt state, embedded database). [env: RETAIL_DATA_DIR]",
+        show_default=False)] = None,
+    database_url: Annotated[str | None, typer.Option(
+        help="Postgres URL; unset = embedded PostgreSQL. [env: RETAIL_DATABASE_URL]",
+        show_default=False)] = None,
+    api_url: Annotated[str | None, typer.Option(
+        help="Retail API base URL; unset = demo mock API. [env: RETAIL_API_URL]",
+        show_default=False)] = None,
+    trigger: Annotated[str | None, typer.Option(
+        help="Who started this run: cli, cron, systemd, airflow. [env: RETAIL_TRIGGER]",
+        show_default=False)] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Hourly retail ETL: a retail REST API into Bronze NDJSON, Silver Postgres and Gold dbt."""
+    ctx.obj = CliState(overrides={"data_dir": data_dir, "database_url": database_url,
+                                  "api_url": api_url, "trigger": trigger})
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    state: CliState = ctx.find_root().obj
+    if state.settings is None:
+        state.settings = load_settings(state.overrides)
+    return state.settings
+
+
+def run(ctx: typer.Context, action: Callable[[], T]) -> T:
+    """Run a command body; turn retailctl's errors into one line and an exit code."""
+    try:
+        return action()
+    except RetailctlError as exc:
+        _fail(ctx, str(exc), exc.exit_code)
+    except Terminated:
+        _fail(ctx, "stopped by SIGTERM; the open transaction was rolled back", Terminated.exit_code)
+    except KeyboardInterrupt:
+        _fail(ctx, "interrupted; the open transaction was rolled back", 130)
+
+
+def _fail(ctx: typer.Context, message: str, code: int) -> NoReturn:
+    state: CliState | None = ctx.find_root().obj
+    if state is not None and state.settings is not None:
+        message = state.settings.redact(message)
+    console.error(message)
+    raise typer.Exit(code=code) from None
+
+
+@contextlib.contextmanager
+def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
+    """The settings to extract with: in demo mode, pointed at a mock API started for the command."""
+    settings.require_source()
+    if not settings.demo:
+        yield settings
+        return
+    from mock_api import BackgroundServer, MockConfig
+
+    with BackgroundServer(MockConfig()) as server:
+        notice = (f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
+                  f"generated demo data from the bundled mock API at {server.url} and an embedded "
+                  f"PostgreSQL under {settings.data_dir}")
+        (console.notice if quiet else console.say)(notice)
+        yield dataclasses.replace(settings, api_url=server.url)
+
+
+# -- config and database -------------------------------------------------------------------
+
+
+@app.command("config")
+def config_command(ctx: typer.Context) -> None:
+    """Print every setting, its value and where it came from (secrets shown as ***)."""
+
+    def show() -> None:
+        settings = settings_of(ctx)
+        rows = [(spec.env, settings.display_value(spec.name), settings.sources[spec.name])
+                for spec in SETTING_SPECS]
+        console.table("retailctl settings", ("setting", "value", "source"), rows)
+        mode = "demo (bundled mock API, embedded PostgreSQL)" if settings.demo else (
+            "embedded PostgreSQL" if settings.database_url is None else "configured database")
+        console.say(f"mode: {mode}")
+
+    run(ctx, show)
+
+
+@db_app.command("migrate")
+def db_migrate(ctx: typer.Context) -> None:
+    """Apply the SQL migrations not yet applied (every command also does this itself)."""
+
+    def apply() -> None:
+        with open_database(settings_of(ctx), run_migrations=False) as database, \
+                database.connect(autocommit=True, purpose="migrate") as conn:
+            applied = migrate(conn)
+        console.say(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
+                    else "schema up to date: no migration to apply")
+
+    run(ctx, apply)
+
+
+# -- the mock API --------------------------------------------------------------------------
+
+
+@api_app.command("serve")
+def api_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 4010,
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 42,
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 500,
+    products: Annotated[int, typer.Option(min=1, help="Number of products.")] = 200,
+    sales: Annotated[int, typer.Option(min=0, help="Number of sales at start.")] = 10_000,
+    live: Annotated[float, typer.Option(min=0, help="New sales per minute while serving.")] = 0.0,
+    fail_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="Share of requests answered 500/503.")] = 0.0,
+    throttle_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="Share of requests answered 429 with Retry-After.")] = 0.0,
+    latency_ms: Annotated[int, typer.Option(min=0, help="Delay added to every request.")] = 0,
+    invalid_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="Share of records served invalid.")] = 0.0,
+    inconsistent_rate: Annotated[float, typer.Option(
+        min=0, max=1, help="Share of sales whose total differs from their lines.")] = 0.0,
+    gap_every: Annotated[int, typer.Option(
+        min=0, help="Leave a gap of 3 ids after every N sales (0 = dense ids).")] = 0,
+    hidden_products: Annotated[int, typer.Option(
+        min=0, help="The last N products are sold but not listed by /products.")] = 0,
+    customer_version: Annotated[int, typer.Option(
+        min=0, help="Bump to change some customers' emails.")] = 0,
+    api_key: Annotated[str, typer.Option(
+        envvar="RETAIL_API_KEY", help="The key clients must send.", show_default=False)
+    ] = "FAKE_KEY_123",
+) -> None:
+    """Serve the bundled mock retail API (docs at /docs)."""
+    from mock_api import DataConfig, FaultConfig, MockConfig
+    from mock_api.server import serve
+
+    config = MockConfig(
+        data=DataConfig(seed=seed, customers=customers, products=products, sales=sales,
+                        live_rate_per_min=live, gap_every=gap_every, invalid_rate=invalid_rate,
+                        inconsistent_rate=inconsistent_rate, hidden_products=hidden_products,
+                        customer_version=customer_version),
+        faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate,
+                           latency_ms=latency_ms),
+        api_key=api_key,
+    )
+    console.notice(f"mock retail API on http://{host}:{port} (docs at /docs)")
+    serve(config, host=host, port=port)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        app()
+    except Terminated:  # raised outside a command body (during start-up or teardown)
+        console.error("stopped by SIGTERM")
+        sys.exit(Terminated.exit_code)

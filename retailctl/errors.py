@@ -1,0 +1,79 @@
+"""The one exception tree of retailctl; the CLI maps each class to an exit code.
+
+RetailctlError (1)
+├── ConfigError (78)             a setting is invalid or missing
+├── SourceUnavailable (69)       the API did not answer usefully after retries
+├── DatabaseUnavailable (69)     the database could not be reached
+├── CredentialsRejected (77)     the API key or the database credentials were refused
+├── LockHeld (75)                another run holds the pipeline lock
+├── ContractViolation (1)        the API answered 200 with a body not of the contract's shape
+├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
+├── StepFailed (1)               a step failed for another stated reason
+├── DataTestsFailed (3)          dbt data tests failed
+└── Terminated (143)             stopped by SIGTERM after a clean rollback
+"""
+
+from __future__ import annotations
+
+
+class RetailctlError(Exception):
+    """Base class: a failure retailctl can explain in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(RetailctlError):
+    """A setting is invalid or missing."""
+
+    exit_code = 78
+
+
+class SourceUnavailable(RetailctlError):
+    """The source API could not be reached or kept failing after retries."""
+
+    exit_code = 69
+
+
+class DatabaseUnavailable(RetailctlError):
+    """The database could not be reached."""
+
+    exit_code = 69
+
+
+class CredentialsRejected(RetailctlError):
+    """The API key or the database credentials were refused."""
+
+    exit_code = 77
+
+
+class LockHeld(RetailctlError):
+    """Another run holds the pipeline lock: try later."""
+
+    exit_code = 75
+
+
+class ContractViolation(RetailctlError):
+    """The API answered with a body that is not of the contract's shape."""
+
+
+class BronzeFileError(RetailctlError):
+    """A bronze file is malformed, or changed after it was loaded."""
+
+
+class StepFailed(RetailctlError):
+    """A pipeline step failed for a stated reason."""
+
+
+class DataTestsFailed(RetailctlError):
+    """dbt data tests failed."""
+
+    exit_code = 3
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so that transactions roll back on the way out.
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` does not swallow it.
+    """
+
+    exit_code = 143

@@ -1,0 +1,136 @@
+"""Shared fixtures: a real PostgreSQL (the CI server or an embedded one), real HTTP, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
+from retailctl.embedded_pg import EmbeddedPostgres
+
+API_KEY = "TEST_KEY_9f8e7d6c"
+RETAILCTL = [sys.executable, "-m", "retailctl"]
+
+
+def database_url(base_url: str, name: str) -> str:
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting leaks in from the developer's shell or a .env file."""
+    for name in list(os.environ):
+        if name.startswith("RETAIL_") and name != "RETAIL_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server to create test databases on: RETAIL_TEST_DATABASE_URL, else embedded."""
+    configured = os.environ.get("RETAIL_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg"))
+    server.start()
+    try:
+        yield server.admin_url
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    name = f"retailctl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        yield database_url(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def mock_api() -> Iterator[BackgroundServer]:
+    """The default mock API over real HTTP on loopback, shared by the session."""
+    with BackgroundServer(MockConfig(api_key=API_KEY)) as server:
+        yield server
+
+
+@pytest.fixture
+def start_mock() -> Iterator[callable]:  # type: ignore[valid-type]
+    """Start a mock API with given data and faults; stopped after the test."""
+    servers: list[BackgroundServer] = []
+
+    def start(*, faults: FaultConfig | None = None, **data: object) -> BackgroundServer:
+        config = MockConfig(data=DataConfig(**data), faults=faults or FaultConfig(),  # type: ignore[arg-type]
+                            api_key=API_KEY)
+        server = BackgroundServer(config).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli_env(db_url: str, data_dir: Path, mock_api: BackgroundServer) -> dict[str, str]:
+    """The environment of a configured (non-demo) retailctl."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RETAIL_")},
+        "RETAIL_DATABASE_URL": db_url,
+        "RETAIL_API_URL": mock_api.url,
+        "RETAIL_API_KEY": API_KEY,
+        "RETAIL_DATA_DIR": str(data_dir),
+        "RETAIL_HTTP_RETRIES": "8",
+    }
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real `retailctl` in a child process, output captured (so not a terminal)."""
+    return subprocess.run([*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def retailctl_executable() -> str:
+    found = shutil.which("retailctl", path=str(Path(sys.executable).parent))
+    assert found, "retailctl console script not installed next to this python"
+    return found
+
+
+def postgres_processes_for(fragment: str) -> list[int]:
+    """PIDs of postgres processes whose command line names a path containing `fragment`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if "postgres" in cmdline and fragment in cmdline and status != "Z":
+            pids.append(int(entry.name))
+    return pids

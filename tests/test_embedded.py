@@ -1,0 +1,132 @@
+"""The embedded PostgreSQL: shared between commands, adopted after a SIGKILL, never orphaned."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from retailctl.embedded_pg import EmbeddedPostgres
+from tests.conftest import postgres_processes_for, retailctl_executable, run_cli
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from retailctl.embedded_pg import EmbeddedPostgres
+server = EmbeddedPostgres(Path(sys.argv[1]))
+print(server.start(), flush=True)
+sys.stdin.readline()
+server.stop()
+"""
+
+
+def start_holder(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
+    """A process that joins the embedded server and waits; returns it and the server URL."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(data_dir)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout is not None
+    url = holder.stdout.readline().strip()
+    assert url.startswith("postgresql://"), url
+    return holder, url
+
+
+def pgdata_of(data_dir: Path) -> str:
+    return str(EmbeddedPostgres(data_dir).layout.pgdata)
+
+
+def wait_gone(pgdata: str, seconds: float = 10) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := postgres_processes_for(pgdata)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def migrate_cmd(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return run_cli(["--data-dir", str(data_dir), "db", "migrate"],
+                   env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")})
+
+
+def test_server_is_stopped_when_the_command_ends(data_dir: Path) -> None:
+    result = migrate_cmd(data_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["applied 2 migration(s): 001_meta, 002_silver"]
+    assert wait_gone(pgdata_of(data_dir)) == []
+    again = migrate_cmd(data_dir)  # the data survived the stop
+    assert again.stdout.splitlines() == ["schema up to date: no migration to apply"]
+    EmbeddedPostgres(data_dir).destroy()
+
+
+def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(data_dir: Path) -> None:
+    holder, _ = start_holder(data_dir)
+    pgdata = pgdata_of(data_dir)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert postgres_processes_for(pgdata), "the postmaster outlives its SIGKILLed client"
+
+    result = migrate_cmd(data_dir)
+    assert result.returncode == 0, result.stderr
+    assert wait_gone(pgdata) == [], "the next command stops the server it adopted"
+    EmbeddedPostgres(data_dir).destroy()
+
+
+def test_stale_postmaster_pid_does_not_stop_the_next_command(data_dir: Path) -> None:
+    holder, _ = start_holder(data_dir)
+    pgdata = pgdata_of(data_dir)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    for pid in postgres_processes_for(pgdata):
+        os.kill(pid, signal.SIGKILL)  # the server dies too, leaving postmaster.pid behind
+    assert wait_gone(pgdata) == []
+    pidfile = Path(pgdata) / "postmaster.pid"
+    assert pidfile.exists()
+    lines = pidfile.read_text().splitlines()
+    lines[0] = str(os.getpid())  # and its PID now belongs to a live, unrelated process
+    pidfile.write_text("\n".join(lines) + "\n")
+
+    result = migrate_cmd(data_dir)
+    assert result.returncode == 0, result.stderr
+    assert wait_gone(pgdata) == []
+    EmbeddedPostgres(data_dir).destroy()
+
+
+def test_a_command_ending_does_not_stop_the_server_under_another(data_dir: Path) -> None:
+    holder, url = start_holder(data_dir)
+    try:
+        assert migrate_cmd(data_dir).returncode == 0
+        with psycopg.connect(url) as conn:  # still up for the holder
+            assert conn.execute("select count(*) from meta.schema_migrations").fetchone() == (2,)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0
+    assert wait_gone(pgdata_of(data_dir)) == []
+    EmbeddedPostgres(data_dir).destroy()
+
+
+def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    result = subprocess.run(
+        ["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", retailctl_executable(), "db", "migrate"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["applied 2 migration(s): 001_meta, 002_silver"]
+    assert wait_gone(pgdata_of(tmp_path / "data")) == []
+    EmbeddedPostgres(tmp_path / "data").destroy()
+
+
+def test_root_never_widens_a_home_directory(tmp_path: Path) -> None:
+    """As root the cluster lives under /var/lib/retailctl; the data dir's parents keep their modes."""
+    private = tmp_path / "private-home"
+    private.mkdir(mode=0o700)
+    modes_before = {p: p.stat().st_mode for p in (private, tmp_path)}
+    result = migrate_cmd(private / "data")
+    assert result.returncode == 0, result.stderr
+    assert {p: p.stat().st_mode for p in modes_before} == modes_before
+    if os.geteuid() == 0:
+        assert pgdata_of(private / "data").startswith("/var/lib/retailctl/embedded/")
+    EmbeddedPostgres(private / "data").destroy()
