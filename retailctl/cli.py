@@ -12,10 +12,11 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, console
-from retailctl.config import SETTING_SPECS, Settings, load_settings
-from retailctl.db import migrate, open_database
+from retailctl import __version__, bronze, console, state
+from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
+from retailctl.db import migrate, open_database, pipeline_lock
 from retailctl.errors import RetailctlError, Terminated
+from retailctl.records import ENTITIES
 
 app = typer.Typer(
     name="retailctl",
@@ -25,9 +26,12 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+state_app = typer.Typer(help="Show or move the sales cursor (meta.ingestion_state).",
+                        no_args_is_help=True)
 api_app = typer.Typer(help="The bundled mock retail API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
+app.add_typer(state_app, name="state")
 
 T = TypeVar("T")
 
@@ -108,7 +112,7 @@ def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Sett
                   f"generated demo data from the bundled mock API at {server.url} and an embedded "
                   f"PostgreSQL under {settings.data_dir}")
         (console.notice if quiet else console.say)(notice)
-        yield dataclasses.replace(settings, api_url=server.url)
+        yield dataclasses.replace(settings, api_url=server.url, api_key=DEMO_API_KEY, demo_data=True)
 
 
 # -- config and database -------------------------------------------------------------------
@@ -142,6 +146,104 @@ def db_migrate(ctx: typer.Context) -> None:
                     else "schema up to date: no migration to apply")
 
     run(ctx, apply)
+
+
+# -- extract -------------------------------------------------------------------------------
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary document.")]
+
+
+@app.command()
+def extract(
+    ctx: typer.Context,
+    entity: Annotated[list[str] | None, typer.Option(
+        help="Only this entity (repeatable): customers, products, sales.",
+        show_default=False)] = None,
+    from_id: Annotated[int | None, typer.Option(
+        min=1, help="Backfill: read sales from this id instead of the cursor.",
+        show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pull the API into Bronze NDJSON files: snapshots of customers and products, new sales."""
+    entities = entity or list(ENTITIES)
+    unknown = sorted(set(entities) - set(ENTITIES))
+    if unknown:
+        raise typer.BadParameter(f"unknown entity {', '.join(unknown)}; "
+                                 f"choose from {', '.join(ENTITIES)}", param_hint="--entity")
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with source_settings(settings, quiet=as_json) as settings, \
+                open_database(settings) as database, pipeline_lock(database, "extract"), \
+                console.StepProgress() as progress:
+            results = bronze.extract(
+                settings, database, entities=entities, from_id=from_id,
+                progress=lambda name, done, pages: progress.update(name, done, f"{pages} pages"),
+                warn=console.warn)
+        if as_json:
+            console.print_json({"demo": settings.demo_data, "entities": [r.to_dict() for r in results]})
+        else:
+            for result in results:
+                console.say(result.summary())
+
+    run(ctx, work)
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+@state_app.command("show")
+def state_show(ctx: typer.Context) -> None:
+    """Print the sales cursor: the next sale id to read, the last run and its note."""
+
+    def show() -> None:
+        with open_database(settings_of(ctx)) as database, database.connect() as conn:
+            cursor = state.read_cursor(conn)
+        console.say(f"next sales id: {cursor.next_sales_id}")
+        console.say(f"last run: {cursor.last_run_ts or 'never'}")
+        console.say(f"note: {cursor.note or ''}")
+
+    run(ctx, show)
+
+
+@state_app.command("set")
+def state_set(
+    ctx: typer.Context,
+    last_sales_id: Annotated[int, typer.Option(
+        min=1, help="The next sale id the next extract reads (as in the original project).")],
+) -> None:
+    """Move the sales cursor, for a backfill or to skip ahead."""
+
+    def move() -> None:
+        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
+                database.connect() as conn, conn.transaction():
+            before = state.read_cursor(conn).next_sales_id
+            state.set_cursor(conn, last_sales_id,
+                             f"set by hand with `retailctl state set` (was {before})")
+        console.say(f"next sales id: {before} -> {last_sales_id}")
+
+    run(ctx, move)
+
+
+@state_app.command("reset")
+def state_reset(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: the next extract starts over.")] = False,
+) -> None:
+    """Start over: the next extract reads every sale from id 1 and rewrites the snapshots."""
+    if not yes:
+        console.error("state reset makes the next extract re-read every sale; add --yes to confirm")
+        raise typer.Exit(code=2)
+
+    def reset() -> None:
+        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
+                database.connect() as conn, conn.transaction():
+            before = state.read_cursor(conn).next_sales_id
+            state.set_cursor(conn, 1, f"reset with `retailctl state reset` (was {before})")
+            state.clear_snapshot_hashes(conn)
+        console.say(f"next sales id: {before} -> 1; snapshots will be written again")
+
+    run(ctx, reset)
 
 
 # -- the mock API --------------------------------------------------------------------------

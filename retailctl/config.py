@@ -132,6 +132,7 @@ class Settings:
     max_sales_per_run: int
     trigger: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    demo_data: bool = False  # pointed at the bundled mock API started for this command
 
     @property
     def demo(self) -> bool:

@@ -56,3 +56,39 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     say("\t".join(columns))
     for row in rows:
         say("\t".join(str(cell) for cell in row))
+
+
+class StepProgress:
+    """Live progress on a terminal (records and records/s per entity); silent otherwise."""
+
+    def __init__(self, unit: str = "records") -> None:
+        self.unit = unit
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> StepProgress:
+        if interactive():
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description:<16}"),
+                TextColumn("{task.completed:>10,.0f} " + self.unit),
+                TextColumn("{task.fields[detail]}"),
+                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                console=stderr, transient=False)
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def update(self, name: str, done: int, detail: str = "") -> None:
+        if self._progress is None:
+            return
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=None, detail="", rate="")
+        task_id = self._tasks[name]
+        task = self._progress.tasks[self._tasks[name]]
+        rate = done / task.elapsed if task.elapsed else 0.0
+        self._progress.update(task_id, completed=done, detail=detail, rate=f"{rate:,.0f}/s")

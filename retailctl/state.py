@@ -1,0 +1,84 @@
+"""The extract state in `meta`: the sales cursor, snapshot hashes, the extract log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+SALES_SOURCE = "sales"
+
+CURSOR_QUERY = """
+select last_sales_id, last_run_ts, note from meta.ingestion_state where source_name = %s
+"""
+ADVANCE_CURSOR = """
+insert into meta.ingestion_state as s (source_name, last_sales_id, last_run_ts, note)
+values (%(source)s, %(next_id)s, now(), %(note)s)
+on conflict (source_name) do update
+set last_sales_id = greatest(coalesce(s.last_sales_id, 1), excluded.last_sales_id),
+    last_run_ts = excluded.last_run_ts,
+    note = excluded.note
+"""
+SET_CURSOR = """
+insert into meta.ingestion_state (source_name, last_sales_id, last_run_ts, note)
+values (%(source)s, %(next_id)s, now(), %(note)s)
+on conflict (source_name) do update
+set last_sales_id = excluded.last_sales_id, last_run_ts = excluded.last_run_ts, note = excluded.note
+"""
+SNAPSHOT_HASH_QUERY = "select content_hash from meta.snapshot_state where entity = %s"
+PUT_SNAPSHOT_HASH = """
+insert into meta.snapshot_state (entity, content_hash, records, path, updated_at)
+values (%s, %s, %s, %s, now())
+on conflict (entity) do update
+set content_hash = excluded.content_hash, records = excluded.records, path = excluded.path,
+    updated_at = excluded.updated_at
+"""
+LOG_EXTRACT = """
+insert into meta.extract_log (entity, records, rejected, inconsistent, files, note)
+values (%s, %s, %s, %s, %s, %s)
+"""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    next_sales_id: int
+    last_run_ts: datetime | None
+    note: str | None
+
+
+def read_cursor(conn: psycopg.Connection) -> Cursor:
+    """The next sale id to read: 1 when nothing was ever extracted."""
+    row = conn.execute(CURSOR_QUERY, (SALES_SOURCE,)).fetchone()
+    if row is None:
+        return Cursor(1, None, None)
+    return Cursor(row[0] if row[0] is not None else 1, row[1], row[2])
+
+
+def advance_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
+    """Move the cursor forward (never back) and note the run; the caller commits."""
+    conn.execute(ADVANCE_CURSOR, {"source": SALES_SOURCE, "next_id": next_id, "note": note})
+
+
+def set_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
+    """Put the cursor anywhere (`state set`, `state reset`)."""
+    conn.execute(SET_CURSOR, {"source": SALES_SOURCE, "next_id": next_id, "note": note})
+
+
+def clear_snapshot_hashes(conn: psycopg.Connection) -> None:
+    conn.execute("delete from meta.snapshot_state")
+
+
+def snapshot_hash(conn: psycopg.Connection, entity: str) -> str | None:
+    row = conn.execute(SNAPSHOT_HASH_QUERY, (entity,)).fetchone()
+    return row[0] if row else None
+
+
+def put_snapshot_hash(conn: psycopg.Connection, entity: str, content_hash: str, records: int,
+                      path: str) -> None:
+    conn.execute(PUT_SNAPSHOT_HASH, (entity, content_hash, records, path))
+
+
+def log_extract(conn: psycopg.Connection, entity: str, records: int, rejected: int,
+                inconsistent: int, files: int, note: str) -> None:
+    conn.execute(LOG_EXTRACT, (entity, records, rejected, inconsistent, files, note))
