@@ -37,7 +37,7 @@ class DataConfig:
     customers: int = 500
     products: int = 200
     sales: int = 10_000
-    days: int = 30
+    seconds_per_sale: float = 60.0  # sale k is dated about k minutes after the epoch
     live_rate_per_min: float = 0.0
     gap_every: int = 0  # after every N sales, skip 3 ids (0 = dense ids)
     invalid_rate: float = 0.0  # share of records served broken
@@ -129,8 +129,7 @@ class RetailData:
         rng = self._rng("sale", k)
         sale_id = self.sale_id(k)
         if k < config.sales:
-            span = config.days * 86_400
-            moment = EPOCH + timedelta(seconds=k * span / max(config.sales, 1) + rng.random() * 60)
+            moment = EPOCH + timedelta(seconds=(k + rng.random()) * config.seconds_per_sale)
         else:  # a live sale: stamped when it appeared
             moment = datetime.fromtimestamp(
                 self.started + (k - config.sales + 1) * 60 / config.live_rate_per_min, UTC)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from retailctl.bronze_files import NdjsonFile, file_name, partition_dir, remove_
 from retailctl.config import Settings
 from retailctl.db import Database
 from retailctl.errors import RetailctlError
-from retailctl.source import SourceClient, make_client
+from retailctl.source import SourceClient, make_client, prefetch
 
 PAGES_PER_CHUNK = 8
 
@@ -116,7 +116,7 @@ class _Batch:
 
 
 class Extractor:
-    """Extract each entity; `conn` is an autocommit-off connection for meta state."""
+    """Extract each entity; `conn` is an autocommit connection: each state change its own transaction."""
 
     def __init__(self, source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *,
                  page_size: int, max_sales: int = 0, progress: Progress | None = None,
@@ -213,39 +213,19 @@ class Extractor:
         batch = _Batch(self.bronze_dir)
         pages_in_batch = 0
         try:
-            while True:
-                remaining = self.max_sales - (result.records + result.rejected) \
-                    if self.max_sales else None
-                if remaining == 0:
-                    break
-                limit = self.limit
-                page = self.source.page("/sales", {"start_sales_id": start, "limit": limit})
-                items = page.items[:remaining] if remaining is not None else page.items
-                if not page.items:
-                    break
-                fresh = [s for s in items if _sale_id(s) is not None and _sale_id(s) >= start]
-                if not fresh:
-                    self._warn(result, f"/sales?start_sales_id={start} returned no sale at or "
-                                       "after that id; paging does not advance, stopping there")
-                    break
-                result.pages += 1
-                pages_in_batch += 1
-                for sale in items:
-                    sale_id = _sale_id(sale)
-                    if sale_id is not None and sale_id < start:
-                        continue  # a sale from before the requested start: already read
+            for sales, next_start in prefetch(self._sales_pages(start, result)):
+                for sale in sales:
                     self._write_sale(batch, sale, result)
-                start = max(_sale_id(s) or 0 for s in fresh) + 1
-                result.cursor_to = start
+                result.pages += 1
+                result.cursor_to = next_start
                 self.progress("sales", result.records, result.pages)
-                if len(page.items) < limit:
-                    break
+                pages_in_batch += 1
                 if pages_in_batch >= PAGES_PER_CHUNK:
-                    self._commit_sales(batch, result, start)
+                    self._commit_sales(batch, result)
                     batch, pages_in_batch = _Batch(self.bronze_dir), 0
-            self._commit_sales(batch, result, start)
+            self._commit_sales(batch, result)
         except RetailctlError:
-            self._commit_sales(batch, result, start)  # keep the pages read before the failure
+            self._commit_sales(batch, result)  # keep the pages read before the failure
             raise
         except BaseException:
             batch.abort()
@@ -254,6 +234,32 @@ class Extractor:
             self._log(result, len(result.files))
         result.seconds = time.monotonic() - started
         return result
+
+    def _sales_pages(self, start: int, result: EntityResult) -> Iterator[tuple[list[Any], int]]:
+        """Yield (sales at or after the start, next start) per page, until the end, the cap,
+        or a page that does not advance. Runs on the prefetch thread."""
+        taken = 0
+        while True:
+            remaining = self.max_sales - taken if self.max_sales else None
+            if remaining == 0:
+                return
+            limit = self.limit
+            page = self.source.page("/sales", {"start_sales_id": start, "limit": limit})
+            items = page.items[:remaining] if remaining is not None else page.items
+            # Sales before the start were read already; a sale without an id is kept (rejected).
+            fresh = [s for s in items if (_sale_id(s) or start) >= start]
+            ids = [sale_id for s in fresh if (sale_id := _sale_id(s)) is not None]
+            if not page.items:
+                return
+            if not ids:
+                self._warn(result, f"/sales?start_sales_id={start} returned no sale at or "
+                                   "after that id; paging does not advance, stopping there")
+                return
+            taken += len(fresh)
+            start = max(ids) + 1
+            yield fresh, start
+            if len(page.items) < limit:
+                return
 
     def _write_sale(self, batch: _Batch, sale: Any, result: EntityResult) -> None:
         reason = records.sale_reject_reason(sale)
@@ -271,8 +277,10 @@ class Extractor:
         if records.is_inconsistent(sale):
             result.inconsistent += 1
 
-    def _commit_sales(self, batch: _Batch, result: EntityResult, next_id: int) -> None:
+    def _commit_sales(self, batch: _Batch, result: EntityResult) -> None:
         """Files first, durable; then the cursor past them."""
+        next_id = result.cursor_to
+        assert next_id is not None
         result.files += batch.commit()
         note = (f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
                 f"from id {result.cursor_from}, next id {next_id}")
@@ -300,7 +308,7 @@ def extract(settings: Settings, database: Database, *, entities: Sequence[str] =
     settings.require_source()
     assert settings.api_url is not None and settings.effective_api_key is not None
     with make_client(settings.api_url, settings.effective_api_key, settings.http_timeout) as http, \
-            database.connect(purpose="extract") as conn:
+            database.connect(autocommit=True, purpose="extract") as conn:
         source = SourceClient(http, attempts=settings.http_retries, warn=warn or (lambda m: None))
         extractor = Extractor(source, conn, settings.bronze_dir, page_size=settings.page_size,
                               max_sales=settings.max_sales_per_run, progress=progress, warn=warn)

@@ -15,9 +15,12 @@ import psycopg
 import pytest
 
 from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
+from retailctl.db import migration_files
 from retailctl.embedded_pg import EmbeddedPostgres
 
 API_KEY = "TEST_KEY_9f8e7d6c"
+VERSIONS = [version for version, _ in migration_files()]
+APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
 
 

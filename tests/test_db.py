@@ -11,11 +11,12 @@ import pytest
 from retailctl.db import connect, migrate, migration_files
 from retailctl.embedded_pg import EmbeddedPostgres
 from retailctl.errors import CredentialsRejected
-from tests.conftest import run_cli
+from tests.conftest import APPLIED_ALL, run_cli
 
 SILVER_AND_META_TABLES = {
     ("meta", "ingestion_state"), ("meta", "loaded_files"), ("meta", "pipeline_runs"),
-    ("meta", "schema_migrations"), ("silver", "customers"), ("silver", "products"),
+    ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
+    ("silver", "customers"), ("silver", "products"),
     ("silver", "sales_customer"), ("silver", "sales_product"),
 }
 
@@ -76,7 +77,7 @@ def test_db_migrate_command_reports_then_is_idempotent(db_url: str) -> None:
     first = run_cli(["db", "migrate"], env=env)
     second = run_cli(["db", "migrate"], env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines() == ["applied 2 migration(s): 001_meta, 002_silver"]
+    assert first.stdout.splitlines() == [APPLIED_ALL]
     assert second.stdout.splitlines() == ["schema up to date: no migration to apply"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 
 from retailctl.embedded_pg import EmbeddedPostgres
-from tests.conftest import postgres_processes_for, retailctl_executable, run_cli
+from tests.conftest import APPLIED_ALL, VERSIONS, postgres_processes_for, retailctl_executable, run_cli
 
 HOLDER = """
 import sys, time
@@ -54,7 +54,7 @@ def migrate_cmd(data_dir: Path) -> subprocess.CompletedProcess[str]:
 def test_server_is_stopped_when_the_command_ends(data_dir: Path) -> None:
     result = migrate_cmd(data_dir)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["applied 2 migration(s): 001_meta, 002_silver"]
+    assert result.stdout.splitlines() == [APPLIED_ALL]
     assert wait_gone(pgdata_of(data_dir)) == []
     again = migrate_cmd(data_dir)  # the data survived the stop
     assert again.stdout.splitlines() == ["schema up to date: no migration to apply"]
@@ -99,7 +99,7 @@ def test_a_command_ending_does_not_stop_the_server_under_another(data_dir: Path)
     try:
         assert migrate_cmd(data_dir).returncode == 0
         with psycopg.connect(url) as conn:  # still up for the holder
-            assert conn.execute("select count(*) from meta.schema_migrations").fetchone() == (2,)
+            assert conn.execute("select count(*) from meta.schema_migrations").fetchone() == (len(VERSIONS),)
     finally:
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0
@@ -114,7 +114,7 @@ def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
         ["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", retailctl_executable(), "db", "migrate"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["applied 2 migration(s): 001_meta, 002_silver"]
+    assert result.stdout.splitlines() == [APPLIED_ALL]
     assert wait_gone(pgdata_of(tmp_path / "data")) == []
     EmbeddedPostgres(tmp_path / "data").destroy()
 

@@ -1,0 +1,106 @@
+"""Helpers shared by the benchmarks: a mock API process, a scratch database, timed commands."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+
+API_KEY = "BENCH_KEY"
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mock_api(sales: int, extra: Sequence[str] = ()) -> Iterator[str]:
+    """`retailctl api serve` in its own process, so it never shares a GIL with what we measure."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "retailctl", "api", "serve", "--port", str(port), "--sales",
+         str(sales), "--api-key", API_KEY, *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "/health")
+                break
+            except httpx.ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str | None = None) -> Iterator[str]:
+    """A new empty database on RETAIL_BENCH_DATABASE_URL's server (default: the local one)."""
+    server_url = server_url or os.environ.get("RETAIL_BENCH_DATABASE_URL", DEFAULT_SERVER)
+    name = f"retailctl_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    parts = urlsplit(server_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def run_timed(args: Sequence[str], env: dict[str, str]) -> Timed:
+    """Run a command; its wall time and its own peak RSS (wait4, so other children don't mix)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(list(args), env={**os.environ, **env}, stdout=out, stderr=err,
+                                   text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}): {err.read().strip()}")
+        return Timed(seconds, usage.ru_maxrss / 1024, out.read())
+
+
+def retailctl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "retailctl", *args]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def print_table(title: str, rows: Sequence[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(title)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value:>16}")

@@ -1,0 +1,395 @@
+"""`extract` against real HTTP (the mock and a scripted misbehaving API) and real Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from mock_api import DataConfig, FaultConfig, RetailData
+from retailctl import bronze
+from retailctl.config import Settings, load_settings
+from retailctl.db import open_database
+from tests.conftest import API_KEY, RETAILCTL, run_cli
+from tests.scripted_api import Reply, Request, ScriptedApi
+
+
+def settings_for(data_dir: Path, db_url: str, api_url: str, **env: str) -> Settings:
+    environ = {"RETAIL_DATA_DIR": str(data_dir), "RETAIL_DATABASE_URL": db_url,
+               "RETAIL_API_URL": api_url, "RETAIL_API_KEY": API_KEY, **env}
+    return load_settings(environ=environ, env_file=data_dir / "no.env")
+
+
+def extract(settings: Settings, **kwargs: Any) -> list[bronze.EntityResult]:
+    with open_database(settings) as database:
+        return bronze.extract(settings, database, **kwargs)
+
+
+def bronze_rows(data_dir: Path, entity: str, rejected: bool = False) -> list[dict[str, Any]]:
+    base = data_dir / "bronze" / ("_rejected" if rejected else "") / entity
+    rows = []
+    for path in sorted(base.rglob("*.ndjson"), key=lambda p: p.name):
+        rows += [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return rows
+
+
+def source_sales(config: DataConfig) -> dict[int, dict[str, Any]]:
+    data = RetailData(config)
+    return {sale["id"]: sale for sale in (data.sale(k) for k in range(config.sales))}
+
+
+def cursor_of(db_url: str) -> int | None:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("select last_sales_id from meta.ingestion_state "
+                           "where source_name = 'sales'").fetchone()
+    return row[0] if row else None
+
+
+def by_entity(results: list[bronze.EntityResult]) -> dict[str, bronze.EntityResult]:
+    return {result.entity: result for result in results}
+
+
+def test_full_then_incremental_extraction_after_the_source_grows(start_mock, data_dir: Path,
+                                                                  db_url: str) -> None:
+    small = start_mock(sales=1_200)
+    first = by_entity(extract(settings_for(data_dir, db_url, small.url)))
+    assert (first["sales"].records, first["sales"].cursor_to) == (1_200, 1_201)
+    assert first["customers"].records == 500 and first["products"].records == 200
+
+    grown = start_mock(sales=1_750)  # same seed: the same first 1,200 sales, then 550 more
+    second = by_entity(extract(settings_for(data_dir, db_url, grown.url)))
+    assert (second["sales"].records, second["sales"].cursor_from) == (550, 1_201)
+    assert cursor_of(db_url) == 1_751
+    assert second["customers"].unchanged and second["customers"].files == []
+
+    truth = source_sales(DataConfig(sales=1_750))
+    headers = bronze_rows(data_dir, "sales_customer")
+    assert sorted(h["id"] for h in headers) == sorted(truth)
+    lines = bronze_rows(data_dir, "sales_product")
+    assert len(lines) == sum(len(sale["items"]) for sale in truth.values())
+    assert sum(Decimal(repr(line["amount"])) for line in lines) == sum(
+        Decimal(repr(item["amount"])) for sale in truth.values() for item in sale["items"])
+    sale_7 = next(h for h in headers if h["id"] == 7)
+    assert {k: v for k, v in sale_7.items() if not k.startswith("_")} == \
+        {k: v for k, v in truth[7].items() if k != "items"}
+    assert [(line["line_no"], line["product_sku"]) for line in lines if line["sale_id"] == 7] == \
+        [(n, item["product_sku"]) for n, item in enumerate(truth[7]["items"], start=1)]
+
+
+def test_every_record_carries_ingestion_ts_and_batch_id(start_mock, data_dir: Path,
+                                                        db_url: str) -> None:
+    server = start_mock(sales=300)
+    extract(settings_for(data_dir, db_url, server.url))
+    for entity in ("customers", "products", "sales_customer", "sales_product"):
+        rows = bronze_rows(data_dir, entity)
+        assert rows and all(row["_ingestion_ts"].endswith("+00:00") for row in rows)
+        assert all(len(row["_batch_id"]) == 36 for row in rows)
+    assert any("loyalty_tier" in row for row in bronze_rows(data_dir, "customers"))
+
+
+def test_id_gaps_are_followed_by_highest_id_plus_one(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=1_000, gap_every=50)
+    result = by_entity(extract(settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="70"),
+                               entities=["sales"]))["sales"]
+    truth = source_sales(DataConfig(sales=1_000, gap_every=50))
+    assert result.records == 1_000
+    assert result.cursor_to == max(truth) + 1 == 1_058
+    assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == sorted(truth)
+
+
+def test_faults_and_throttling_still_yield_exactly_the_sources_sales(start_mock, data_dir: Path,
+                                                                      db_url: str) -> None:
+    server = start_mock(sales=2_000, faults=FaultConfig(fail_rate=0.2, throttle_rate=0.1,
+                                                        retry_after_s=0))
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="100",
+                            RETAIL_HTTP_RETRIES="12")
+    results = by_entity(extract(settings))
+    truth = source_sales(DataConfig(sales=2_000))
+    ids = [h["id"] for h in bronze_rows(data_dir, "sales_customer")]
+    assert len(ids) == len(set(ids)) == 2_000 and set(ids) == set(truth)
+    assert results["customers"].records == 500
+
+
+def test_a_page_slower_than_the_timeout_is_retried(data_dir: Path, db_url: str) -> None:
+    def slow_first_try(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 2:
+            return Reply(delay_s=2.0)  # the second page, first try: past the 0.5 s timeout
+        return None
+
+    config = DataConfig(sales=300)
+    with ScriptedApi(slow_first_try, config) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100",
+                                RETAIL_HTTP_TIMEOUT="0.5")
+        result = by_entity(extract(settings, entities=["sales"]))["sales"]
+        starts = [r.params["start_sales_id"] for r in api.requests if r.path == "/sales"]
+    assert result.records == 300
+    assert starts[:3] == [1, 101, 101]  # the slow page was asked for again
+
+
+def test_rejected_api_key_is_exit_77_with_nothing_written(mock_api, cli_env: dict[str, str],
+                                                          data_dir: Path, db_url: str) -> None:
+    env = {**cli_env, "RETAIL_API_KEY": "WRONG-KEY-abc"}
+    result = run_cli(["extract"], env=env)
+    assert result.returncode == 77
+    assert result.stderr.splitlines() == [
+        "error: API key rejected: GET /customers answered HTTP 401; check RETAIL_API_KEY"]
+    assert not list((data_dir / "bronze").rglob("*.ndjson"))
+    assert cursor_of(db_url) is None
+
+
+def test_a_200_that_is_not_json_is_exit_1_and_writes_nothing_for_that_page(
+        cli_env: dict[str, str], data_dir: Path, db_url: str) -> None:
+    def html_on_third_page(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 3:
+            return Reply(body=b"<html><body>Service maintenance</body></html>")
+        return None
+
+    with ScriptedApi(html_on_third_page, DataConfig(sales=1_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+        result = run_cli(["extract", "--entity", "sales"], env=env)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: GET /sales answered 200 with a body that is not JSON: "
+        "'<html><body>Service maintenance</body></html>'"]
+    assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == list(range(1, 201))
+    assert cursor_of(db_url) == 201  # the two good pages are kept; the next run resumes there
+
+
+def test_a_200_without_items_is_a_contract_error(cli_env: dict[str, str]) -> None:
+    def no_items(request: Request) -> Reply | None:
+        return Reply(body=b'{"data": []}') if request.path == "/customers" else None
+
+    with ScriptedApi(no_items) as api:
+        result = run_cli(["extract"], env={**cli_env, "RETAIL_API_URL": api.url})
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: GET /customers answered 200 without an `items` field: '{\"data\": []}'"]
+
+
+def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir: Path,
+                                                            db_url: str) -> None:
+    server = start_mock(sales=2_000, invalid_rate=0.05)
+    results = by_entity(extract(settings_for(data_dir, db_url, server.url)))
+    rejected_sales = bronze_rows(data_dir, "sales", rejected=True)
+    valid_ids = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
+    assert results["sales"].rejected == len(rejected_sales) > 50
+    assert results["sales"].records + results["sales"].rejected == 2_000
+    assert valid_ids.isdisjoint({r["id"] for r in rejected_sales if "id" in r})
+    assert {line["sale_id"] for line in bronze_rows(data_dir, "sales_product")} == valid_ids
+    reasons = {r["_reject_reason"] for r in rejected_sales}
+    assert "items missing or empty: a sale has at least one line" in reasons
+    assert "datetime missing or not ISO-8601 with a UTC offset" in reasons
+    assert any(reason.endswith("quantity missing or not an integer of at least 1") for reason in reasons)
+    assert results["customers"].rejected == len(bronze_rows(data_dir, "customers", rejected=True)) > 0
+    assert results["products"].rejected == len(bronze_rows(data_dir, "products", rejected=True)) > 0
+    with psycopg.connect(db_url) as conn:
+        logged = conn.execute("select entity, rejected from meta.extract_log order by id").fetchall()
+    assert dict(logged) == {e: r.rejected for e, r in results.items()}
+
+
+def test_inconsistent_totals_are_kept_and_counted(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=1_000, inconsistent_rate=0.1)
+    result = by_entity(extract(settings_for(data_dir, db_url, server.url), entities=["sales"]))["sales"]
+    truth = source_sales(DataConfig(sales=1_000, inconsistent_rate=0.1))
+    expected = sum(1 for sale in truth.values() if Decimal(repr(sale["total_amount"])) != sum(
+        Decimal(repr(item["amount"])) for item in sale["items"]))
+    assert result.records == 1_000
+    assert result.inconsistent == expected > 50
+
+
+def test_sales_paging_that_does_not_advance_is_stopped(data_dir: Path, db_url: str) -> None:
+    def ignore_start(request: Request) -> Reply | None:
+        if request.path == "/sales":  # always the first page, whatever start_sales_id says
+            return Reply(body=orjson.dumps({"items": [api.data.sale(k) for k in range(100)],
+                                            "total_items": 1_000}))
+        return None
+
+    with ScriptedApi(ignore_start, DataConfig(sales=1_000)) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100")
+        result = by_entity(extract(settings, entities=["sales"]))["sales"]
+        sales_requests = api.counts["/sales"]
+    assert result.records == 100 and sales_requests == 2
+    assert result.warnings == ["/sales?start_sales_id=101 returned no sale at or after that id; "
+                               "paging does not advance, stopping there"]
+    assert cursor_of(db_url) == 101
+
+
+def test_original_api_limit_250_ignored_offset_and_never_empty_sales(data_dir: Path,
+                                                                     db_url: str) -> None:
+    """The original project's API: raw key header, limit <= 250, no offset, /sales never empty."""
+    config = DataConfig(sales=600, customers=300)
+
+    def original(request: Request) -> Reply | None:
+        if request.path == "/sales":
+            count = config.sales
+            first = min(request.params["start_sales_id"], count) - 1
+            limit = request.params["limit"]
+            if limit > 250:
+                return Reply(status=422, body=b'{"detail": "limit must be <= 250"}')
+            first = min(first, count - limit)  # past the end: the last page again, never empty
+            items = [api.data.sale(k) for k in range(first, first + limit)]
+            return Reply(body=orjson.dumps({"items": items, "total_items": count}))
+        return None
+
+    with ScriptedApi(original, config, max_limit=250, honour_offset=False) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="1000")
+        results = by_entity(extract(settings))
+        header = api.requests[0]
+    assert results["sales"].records == 600 and cursor_of(db_url) == 601
+    assert results["customers"].records == 250  # offset ignored: the first page only, warned
+    assert any("ignores offset" in w for w in results["customers"].warnings)
+    assert results["products"].records == 200
+    assert header.params["limit"] == 1000  # tried once, then 250 for every later request
+
+
+def test_max_sales_per_run_caps_the_extraction(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=1_000)
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_MAX_SALES_PER_RUN="333")
+    first = by_entity(extract(settings, entities=["sales"]))["sales"]
+    second = by_entity(extract(settings, entities=["sales"]))["sales"]
+    assert (first.records, first.cursor_to) == (333, 334)
+    assert (second.records, second.cursor_to) == (333, 667)
+
+
+def test_retries_exhausted_is_exit_69_and_the_cursor_stays_at_the_last_durable_chunk(
+        cli_env: dict[str, str], db_url: str) -> None:
+    def down_after_ten_pages(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number > 10:
+            return Reply(status=503, body=b'{"detail": "down"}')
+        return None
+
+    with ScriptedApi(down_after_ten_pages, DataConfig(sales=5_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100",
+               "RETAIL_HTTP_RETRIES": "3"}
+        result = run_cli(["extract", "--entity", "sales"], env=env)
+    assert result.returncode == 69
+    assert result.stderr.splitlines() == [
+        "error: GET /sales failed after 3 attempts (last: HTTP 503)"]
+    assert cursor_of(db_url) == 1_001
+
+
+def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=500)
+    settings = settings_for(data_dir, db_url, server.url)
+    extract(settings, entities=["sales"])
+    result = by_entity(extract(settings, entities=["sales"], from_id=401))["sales"]
+    assert result.records == 100
+    assert result.warnings[0].startswith("backfill: reading sales from id 401")
+    assert cursor_of(db_url) == 501
+
+
+def test_sigkill_mid_extraction_then_rerun_holds_every_sale(start_mock, cli_env: dict[str, str],
+                                                            data_dir: Path) -> None:
+    server = start_mock(sales=6_000, faults=FaultConfig(latency_ms=25))
+    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
+    for delay in (0.9, 1.6):
+        victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    partial = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
+    assert 0 < len(partial) < 6_000, "the kill landed mid-extraction"
+    rerun = run_cli(["extract", "--entity", "sales"], env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    ids = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
+    assert ids == set(range(1, 6_001))
+    assert not list((data_dir / "bronze").rglob("*.tmp"))
+    lines = bronze_rows(data_dir, "sales_product")  # every file parses: none is half-written
+    assert {line["sale_id"] for line in lines} == ids
+
+
+def test_sigterm_mid_extraction_exits_143_and_rolls_back(start_mock, cli_env: dict[str, str],
+                                                         data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=6_000, faults=FaultConfig(latency_ms=25))
+    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
+    victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.2)
+    victim.send_signal(signal.SIGTERM)
+    _, stderr = victim.communicate(timeout=30)
+    assert victim.returncode == 143
+    assert stderr.splitlines()[-1] == \
+        "error: stopped by SIGTERM; the open transaction was rolled back"
+    assert not list((data_dir / "bronze").rglob("*.tmp"))
+    ids = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
+    assert cursor_of(db_url) == max(ids) + 1  # the cursor is exactly past what is durable
+
+
+def test_files_are_0600_and_directories_0700(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=200, invalid_rate=0.1)
+    extract(settings_for(data_dir, db_url, server.url))
+    bronze_dir = data_dir / "bronze"
+    files = list(bronze_dir.rglob("*.ndjson"))
+    directories = [p for p in bronze_dir.rglob("*") if p.is_dir()] + [bronze_dir]
+    assert len(files) >= 7 and any("_rejected" in str(p) for p in files)
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o600"}
+    assert {oct(p.stat().st_mode & 0o777) for p in directories} == {"0o700"}
+
+
+def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: dict[str, str],
+                                                           data_dir: Path, db_url: str) -> None:
+    def fail_twice(request: Request) -> Reply | None:
+        return Reply(status=503, body=b"{}") if request.number <= 2 else None
+
+    with ScriptedApi(fail_twice, DataConfig(sales=500, invalid_rate=0.05)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url}
+        outputs = [run_cli(args, env=env) for args in (["extract"], ["extract", "--json"],
+                                                       ["config"], ["state", "show"])]
+        bad_key = run_cli(["extract"], env={**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
+    text = "".join(r.stdout + r.stderr for r in [*outputs, bad_key])
+    assert all(r.returncode == 0 for r in outputs) and bad_key.returncode == 77
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert API_KEY.encode() not in path.read_bytes(), path
+    assert API_KEY not in text
+    with psycopg.connect(db_url) as conn:
+        dump = str(conn.execute("select * from meta.ingestion_state").fetchall()) + \
+            str(conn.execute("select * from meta.extract_log").fetchall())
+    assert API_KEY not in dump
+
+
+def test_state_set_show_and_reset(mock_api, cli_env: dict[str, str]) -> None:
+    assert run_cli(["state", "set", "--last-sales-id", "42"], env=cli_env).stdout.splitlines() == \
+        ["next sales id: 1 -> 42"]
+    shown = run_cli(["state", "show"], env=cli_env).stdout.splitlines()
+    assert shown[0] == "next sales id: 42"
+    assert shown[2] == "note: set by hand with `retailctl state set` (was 1)"
+    refused = run_cli(["state", "reset"], env=cli_env)
+    assert refused.returncode == 2
+    reset = run_cli(["state", "reset", "--yes"], env=cli_env)
+    assert reset.stdout.splitlines() == ["next sales id: 42 -> 1; snapshots will be written again"]
+
+
+def test_database_url_without_api_url_is_exit_78(cli_env: dict[str, str]) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "RETAIL_API_URL"}
+    result = run_cli(["extract"], env=env)
+    assert result.returncode == 78
+    assert result.stderr.startswith("error: RETAIL_API_URL is not set")
+
+
+def test_demo_mode_says_so_first(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    result = run_cli(["extract", "--entity", "products"], env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set")
+    assert lines[1].startswith("products: 200 records, 0 rejected, 1 file(s)")
+    from retailctl.embedded_pg import EmbeddedPostgres
+
+    EmbeddedPostgres(tmp_path / "data").destroy()
+
+
+@pytest.mark.parametrize("entity", ["nonsense"])
+def test_unknown_entity_is_a_usage_error(entity: str, cli_env: dict[str, str]) -> None:
+    result = run_cli(["extract", "--entity", entity], env=cli_env)
+    assert result.returncode == 2
+    assert "unknown entity nonsense" in result.stderr
