@@ -6,16 +6,17 @@ import contextlib
 import dataclasses
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, bronze, console, state
+from retailctl import __version__, bronze, console, silver, state
 from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
 from retailctl.db import migrate, open_database, pipeline_lock
-from retailctl.errors import RetailctlError, Terminated
+from retailctl.errors import RetailctlError, StepFailed, Terminated
 from retailctl.records import ENTITIES
 
 app = typer.Typer(
@@ -88,12 +89,17 @@ def run(ctx: typer.Context, action: Callable[[], T]) -> T:
         _fail(ctx, "stopped by SIGTERM; the open transaction was rolled back", Terminated.exit_code)
     except KeyboardInterrupt:
         _fail(ctx, "interrupted; the open transaction was rolled back", 130)
+    except Exception as exc:  # a bug: keep the traceback, but never a secret in it
+        _fail(ctx, f"internal error ({type(exc).__name__}: {exc}); please report it", 1,
+              detail=traceback.format_exc().rstrip())
 
 
-def _fail(ctx: typer.Context, message: str, code: int) -> NoReturn:
+def _fail(ctx: typer.Context, message: str, code: int, detail: str = "") -> NoReturn:
     state: CliState | None = ctx.find_root().obj
     if state is not None and state.settings is not None:
-        message = state.settings.redact(message)
+        message, detail = state.settings.redact(message), state.settings.redact(detail)
+    if detail:
+        console.notice(detail)
     console.error(message)
     raise typer.Exit(code=code) from None
 
@@ -187,6 +193,48 @@ def extract(
                 console.say(result.summary())
 
     run(ctx, work)
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+@app.command()
+def load(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(help="List the files that would load; change nothing.")
+                       ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Load every Bronze file not loaded yet into the Silver tables, each exactly once."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database, pipeline_lock(database, "load"), \
+                console.StepProgress("rows") as progress:
+            result = silver.load(
+                database, settings.bronze_dir, dry_run=dry_run,
+                progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
+        report_load(result, dry_run=dry_run, as_json=as_json)
+
+    run(ctx, work)
+
+
+def report_load(result: silver.LoadResult, *, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        console.print_json(result.to_dict())
+    elif dry_run:
+        for path in result.pending:
+            console.say(f"would load {path}")
+        console.say(f"{len(result.pending)} file(s) would load")
+    else:
+        for table in result.tables.values():
+            console.say(table.summary())
+        rate = result.rows / result.seconds if result.seconds else 0.0
+        console.say(f"loaded {result.rows} rows in {result.seconds:.1f}s ({rate:,.0f} rows/s)")
+    for problem in result.errors:
+        console.error(problem)
+    if result.errors:
+        raise StepFailed(f"{len(result.errors)} bronze file(s) not loaded; the others were")
 
 
 # -- state ---------------------------------------------------------------------------------

@@ -1,0 +1,257 @@
+"""`load`: bronze into silver exactly once, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from retailctl import silver
+from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+from retailctl.config import load_settings
+from retailctl.db import open_database
+from tests.conftest import RETAILCTL, database_url, run_cli
+from tests.test_bronze import extract, settings_for
+
+CHECKSUM = """
+select count(*), md5(coalesce(string_agg(row_text, '|' order by row_text), ''))
+from (select ({columns})::text as row_text from silver.{table}) t
+"""
+BUSINESS_COLUMNS = {
+    "customers": "customer_id, emails, phone_numbers, _ingestion_ts, _batch_id",
+    "products": "product_sku, description, unit_amount, supplier, _ingestion_ts, _batch_id",
+    "sales_customer": "id, datetime, total_amount, customer_id, _ingestion_ts, _batch_id",
+    "sales_product": "sale_id, line_no, product_sku, quantity, amount, _ingestion_ts, _batch_id",
+}
+
+
+def checksums(db_url: str, with_loaded_at: bool = False) -> dict[str, tuple[int, str]]:
+    result = {}
+    with psycopg.connect(db_url) as conn:
+        for table, columns in BUSINESS_COLUMNS.items():
+            columns += ", _loaded_at" if with_loaded_at else ""
+            row = conn.execute(CHECKSUM.format(columns=columns, table=table)).fetchone()
+            assert row is not None
+            result[table] = (row[0], row[1])
+    return result
+
+
+def load(data_dir: Path, db_url: str, **kwargs: Any) -> silver.LoadResult:
+    settings = load_settings(environ={"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
+                                      "RETAIL_DATA_DIR": str(data_dir)}, env_file=data_dir / "none")
+    with open_database(settings) as database:
+        return silver.load(database, settings.bronze_dir, **kwargs)
+
+
+def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
+                 moment: datetime | None = None) -> Path:
+    moment = moment or datetime.now(UTC)
+    batch = str(uuid.uuid4())
+    stamp = {"_ingestion_ts": moment.isoformat(), "_batch_id": batch}
+    ndjson = NdjsonFile(partition_dir(data_dir / "bronze", entity, moment), file_name(moment, batch))
+    for row in rows:
+        ndjson.write({**row, **stamp})
+    return ndjson.commit()
+
+
+def line(sale_id: int, line_no: int, amount: float, sku: str = "SKU-1", quantity: int = 1) -> dict[str, Any]:
+    return {"sale_id": sale_id, "line_no": line_no, "product_sku": sku, "quantity": quantity,
+            "amount": amount}
+
+
+def test_load_twice_equals_load_once(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=1_500, invalid_rate=0.02)
+    extract(settings_for(data_dir, db_url, server.url))
+    first = load(data_dir, db_url)
+    after_first = checksums(db_url, with_loaded_at=True)
+    second = load(data_dir, db_url)
+    assert first.tables["sales_customer"].inserted == after_first["sales_customer"][0] > 1_400
+    assert second.rows == 0 and second.errors == []
+    with psycopg.connect(db_url, autocommit=True) as conn:  # forget the manifest: reload it all
+        conn.execute("delete from meta.loaded_files")
+    third = load(data_dir, db_url)
+    assert third.rows == first.rows
+    assert sum(t.inserted + t.updated for t in third.tables.values()) == 0
+    assert checksums(db_url, with_loaded_at=True) == after_first  # _loaded_at kept too
+
+
+def test_overlapping_files_from_a_reextracted_chunk(start_mock, data_dir: Path, db_url: str) -> None:
+    server = start_mock(sales=1_000)
+    settings = settings_for(data_dir, db_url, server.url)
+    extract(settings, entities=["sales"])
+    extract(settings, entities=["sales"], from_id=601)  # 400 sales again, in new files
+    result = load(data_dir, db_url)
+    counts = checksums(db_url)
+    assert counts["sales_customer"][0] == 1_000
+    assert result.tables["sales_customer"].rows == 1_400
+    assert result.tables["sales_customer"].inserted == 1_000
+    assert result.tables["sales_customer"].unchanged == 400
+
+
+def test_duplicates_inside_one_file_are_collapsed_keeping_the_last(data_dir: Path, db_url: str) -> None:
+    write_bronze(data_dir, "sales_product", [line(1, 1, 10.0), line(1, 2, 5.5), line(1, 1, 12.25)])
+    result = load(data_dir, db_url)
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("select sale_id, line_no, amount from silver.sales_product "
+                            "order by line_no").fetchall()
+    assert rows == [(1, 1, Decimal("12.25")), (1, 2, Decimal("5.5"))]
+    assert (result.tables["sales_product"].duplicates, result.tables["sales_product"].inserted) == (1, 2)
+
+
+def test_a_changed_email_in_a_later_snapshot_updates_silver(start_mock, data_dir: Path,
+                                                            db_url: str) -> None:
+    extract(settings_for(data_dir, db_url, start_mock(sales=10).url), entities=["customers"])
+    load(data_dir, db_url)
+    with psycopg.connect(db_url) as conn:
+        before = dict(conn.execute("select customer_id, _loaded_at from silver.customers").fetchall())
+    extract(settings_for(data_dir, db_url, start_mock(sales=10, customer_version=1).url),
+            entities=["customers"])
+    result = load(data_dir, db_url)
+    with psycopg.connect(db_url) as conn:
+        emails = conn.execute("select emails from silver.customers "
+                              "where customer_id = 'C000011'").fetchone()
+        after = dict(conn.execute("select customer_id, _loaded_at from silver.customers").fetchall())
+    assert result.tables["customers"].updated == 50 and result.tables["customers"].inserted == 0
+    assert emails is not None and emails[0][0] == "chloe.11.v1@example.com"
+    moved = {key for key in before if after[key] != before[key]}
+    assert len(moved) == 50 and all(after[key] > before[key] for key in moved)
+
+
+def test_an_older_snapshot_loaded_after_a_newer_one_does_not_regress(data_dir: Path,
+                                                                     db_url: str) -> None:
+    now = datetime.now(UTC)
+    old = write_bronze(data_dir, "customers", [
+        {"customer_id": "C1", "emails": ["old@example.com"], "phone_numbers": []}],
+        moment=now - timedelta(hours=2))
+    aside = data_dir / "aside.ndjson"
+    shutil.move(old, aside)
+    write_bronze(data_dir, "customers", [
+        {"customer_id": "C1", "emails": ["new@example.com"], "phone_numbers": ["+1 555"]}],
+        moment=now)
+    load(data_dir, db_url)
+    shutil.move(aside, old)  # the older file turns up late
+    result = load(data_dir, db_url)
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("select emails, phone_numbers from silver.customers").fetchone()
+    assert result.tables["customers"].files == 1 and result.tables["customers"].unchanged == 1
+    assert row == (["new@example.com"], ["+1 555"])
+
+
+def test_a_truncated_file_fails_alone_with_its_line_number(data_dir: Path, db_url: str) -> None:
+    good = write_bronze(data_dir, "sales_product", [line(1, 1, 1.0), line(1, 2, 2.0)])
+    bad = write_bronze(data_dir, "sales_product", [line(2, 1, 3.0), line(2, 2, 4.0), line(2, 3, 5.0)])
+    content = bad.read_bytes()
+    bad.write_bytes(content[: len(content) - 25])  # cut inside the third line
+    env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
+           "RETAIL_DATA_DIR": str(data_dir)}
+    result = run_cli(["load"], env=env)
+    relative = bad.relative_to(data_dir / "bronze")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {relative}: line 3: truncated (no end of line)",
+        "error: 1 bronze file(s) not loaded; the others were"]
+    assert "sales_product: 1 file(s), 2 rows: 2 inserted, 0 updated, 0 unchanged" in result.stdout
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select sale_id from silver.sales_product").fetchall() == [(1,), (1,)]
+        assert conn.execute("select path from meta.loaded_files").fetchall() == \
+            [(str(good.relative_to(data_dir / "bronze")),)]
+
+
+@pytest.mark.parametrize(("bad_line", "message"), [
+    (b"{not json}\n", "line 2: not valid JSON at column 2: unexpected character, expected a string key"),
+    (b'{"sale_id": 9, "line_no": 1}\n', "line 2: bad or missing field 'product_sku'"),
+    (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": "x", "amount": 1, '
+     b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+     "line 2: bad or missing field not an integer: 'x'"),
+    (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": 1, "amount": 1, '
+     b'"_ingestion_ts": "not-a-time", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+     'line 2: invalid input syntax for type timestamp with time zone: "not-a-time"'),
+])
+def test_a_malformed_line_names_file_and_line(data_dir: Path, db_url: str, bad_line: bytes,
+                                              message: str) -> None:
+    path = write_bronze(data_dir, "sales_product", [line(1, 1, 1.0), line(1, 2, 2.0)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + bad_line + lines[1])
+    result = load(data_dir, db_url)
+    relative = path.relative_to(data_dir / "bronze")
+    assert result.errors == [f"{relative}: {message}"]
+    assert checksums(db_url)["sales_product"][0] == 0
+
+
+def test_a_changed_loaded_file_is_refused(data_dir: Path, db_url: str) -> None:
+    path = write_bronze(data_dir, "sales_product", [line(1, 1, 1.0)])
+    load(data_dir, db_url)
+    with path.open("ab") as handle:
+        handle.write(path.read_bytes())
+    result = load(data_dir, db_url)
+    assert result.errors == [f"{path.relative_to(data_dir / 'bronze')}: changed after it was loaded "
+                             "(sha256 differs); bronze is append-only: restore the file or move it aside"]
+    path.touch()  # a touch alone (same content) is not a change
+
+
+def test_dry_run_lists_and_changes_nothing(data_dir: Path, db_url: str) -> None:
+    path = write_bronze(data_dir, "sales_product", [line(1, 1, 1.0)])
+    result = load(data_dir, db_url, dry_run=True)
+    assert result.pending == [str(path.relative_to(data_dir / "bronze"))]
+    assert checksums(db_url)["sales_product"][0] == 0
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from meta.loaded_files").fetchone() == (0,)
+
+
+def big_sales_file(data_dir: Path, count: int, seed: int = 5) -> Decimal:
+    """`count` lines with random cent amounts; returns their exact sum."""
+    rng = random.Random(seed)
+    cents = [rng.randint(1, 99_999_99) for _ in range(count)]
+    write_bronze(data_dir, "sales_product",
+                 [line(i // 3 + 1, i % 3 + 1, c / 100, quantity=1 + i % 4) for i, c in enumerate(cents)])
+    return Decimal(sum(cents)) / 100
+
+
+def test_the_sum_of_a_million_amounts_is_exact(data_dir: Path, db_url: str) -> None:
+    expected = big_sales_file(data_dir, 1_000_000)
+    result = load(data_dir, db_url)
+    with psycopg.connect(db_url) as conn:
+        total = conn.execute("select count(*), sum(amount) from silver.sales_product").fetchone()
+    assert result.tables["sales_product"].inserted == 1_000_000
+    assert total == (1_000_000, expected)
+
+
+def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(tmp_path: Path, db_url: str,
+                                                                pg_admin_url: str) -> None:
+    data_dir = tmp_path / "killed"
+    big_sales_file(data_dir, 300_000)
+    write_bronze(data_dir, "customers", [{"customer_id": "C1", "emails": [], "phone_numbers": []}])
+    env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
+           "RETAIL_DATA_DIR": str(data_dir)}
+    assert run_cli(["db", "migrate"], env=env).returncode == 0
+    victim = subprocess.Popen([*RETAILCTL, "load"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # start-up is ~0.5 s; the big file takes seconds
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with psycopg.connect(db_url) as conn:
+        files = conn.execute("select count(*) from meta.loaded_files").fetchone()
+    assert files is not None and files[0] < 2, "the kill landed before the end"
+    rerun = run_cli(["load"], env=env)
+    assert rerun.returncode == 0, rerun.stderr
+
+    reference_db = f"retailctl_ref_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{reference_db}"')
+    try:
+        reference_url = database_url(pg_admin_url, reference_db)
+        load(data_dir, reference_url)
+        assert checksums(db_url) == checksums(reference_url)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{reference_db}" with (force)')
