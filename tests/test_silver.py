@@ -169,10 +169,13 @@ def test_a_truncated_file_fails_alone_with_its_line_number(data_dir: Path, db_ur
 
 @pytest.mark.parametrize(("bad_line", "message"), [
     (b"{not json}\n", "line 2: not valid JSON at column 2: unexpected character, expected a string key"),
-    (b'{"sale_id": 9, "line_no": 1}\n', "line 2: bad or missing field 'product_sku'"),
+    (b'{"sale_id": 9, "line_no": 1}\n', "line 2: missing field 'product_sku'"),
     (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": "x", "amount": 1, '
      b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
-     "line 2: bad or missing field not an integer: 'x'"),
+     'line 2: invalid input syntax for type integer: "x"'),
+    (b'{"sale_id": 9, "line_no": 1, "product_sku": {"a": 1}, "quantity": 1, "amount": 1, '
+     b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+     "line 2: cannot adapt type 'dict' using placeholder '%t' (format: TEXT)"),
     (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": 1, "amount": 1, '
      b'"_ingestion_ts": "not-a-time", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
      'line 2: invalid input syntax for type timestamp with time zone: "not-a-time"'),
