@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, bronze, console, silver, state
+from retailctl import __version__, bronze, console, gold, pipeline, silver, state, status
 from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
 from retailctl.db import migrate, open_database, pipeline_lock
 from retailctl.errors import RetailctlError, StepFailed, Terminated
@@ -235,6 +235,133 @@ def report_load(result: silver.LoadResult, *, dry_run: bool, as_json: bool) -> N
         console.error(problem)
     if result.errors:
         raise StepFailed(f"{len(result.errors)} bronze file(s) not loaded; the others were")
+
+
+# -- gold (dbt) ----------------------------------------------------------------------------
+
+
+def report_dbt(results: list[gold.DbtResult]) -> None:
+    for result in results:
+        for node in result.nodes:
+            detail = f", {node.rows_affected} rows" if node.rows_affected not in (None, -1) else ""
+            if node.kind in ("test", "source"):
+                detail = f", {node.failures} failing row(s)" if node.failures is not None else ""
+            console.say(f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}")
+
+
+@app.command()
+def transform(
+    ctx: typer.Context,
+    select: Annotated[str, typer.Option(help="core (snapshot + dims + fact), mart, or all.")] = "all",
+    as_json: JsonOption = False,
+) -> None:
+    """Build the Gold models with dbt: the customer snapshot, then core, then the mart."""
+    if select not in gold.SELECTIONS:
+        raise typer.BadParameter("choose core, mart or all", param_hint="--select")
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database, pipeline_lock(database, "transform"):
+            results = gold.transform(settings, database.url, select)
+        console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
+
+    run(ctx, work)
+
+
+@app.command("test")
+def test_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Run the dbt data tests and source freshness; exit 3 when a test fails."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database, pipeline_lock(database, "test"):
+            results = gold.test(settings, database.url)
+        console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
+        gold.raise_for_failures(results)
+
+    run(ctx, work)
+
+
+@app.command()
+def docs(
+    ctx: typer.Context,
+    serve: Annotated[bool, typer.Option(help="Serve the docs on 127.0.0.1:8081 afterwards.")] = False,
+) -> None:
+    """Generate the dbt documentation of the Gold models (under the data dir)."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database:
+            result = gold.docs(settings, database.url, serve=serve)
+        console.say(f"dbt docs generated in {gold.DbtPaths.for_settings(settings).target}"
+                    if result.success else "dbt docs generate failed")
+
+    run(ctx, work)
+
+
+# -- the whole pipeline -----------------------------------------------------------------------
+
+
+@app.command("run-all")
+def run_all(ctx: typer.Context) -> None:
+    """Extract, load, transform and test, under one lock; stop at the first failing step."""
+
+    def report(step: str, result: Any) -> None:
+        if result is None:
+            console.say(f"{step}: skipped, nothing new in silver since the last build")
+        elif step == "extract":
+            for entity in result:
+                console.say(f"extract {entity.summary()}")
+        elif step == "load":
+            for table in result.tables.values():
+                console.say(f"load {table.summary()}")
+        else:
+            report_dbt(result)
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with source_settings(settings) as settings, open_database(settings) as database, \
+                console.StepProgress() as progress:
+            result = pipeline.run_all(
+                settings, database, on_step=report, warn=console.warn,
+                progress=lambda name, done, pages: progress.update(name, done, f"{pages} pages"))
+        console.say(f"run {result.run_id} ({result.trigger}) succeeded in {result.seconds:.1f}s")
+
+    run(ctx, work)
+
+
+@app.command("status")
+def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Cursor, lock holder, recent runs, rows per layer, freshness, rejects."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database, database.connect(autocommit=True) as conn:
+            report = status.collect(conn, settings.bronze_dir)
+        if as_json:
+            console.print_json(report)
+            return
+        cursor = report["cursor"]
+        console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
+                    f"{cursor['last_run_ts'] or 'never'})")
+        console.say(f"lock: {report['lock_holder'] or 'free'}")
+        console.table("recent runs", ("started", "trigger", "status", "seconds", "error"), [
+            (f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["trigger"], r["status"],
+             f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", r["error"] or "")
+            for r in report["runs"]])
+        rows = [("bronze files", name, count) for name, count in report["bronze_files"].items()]
+        rows += [("silver rows", name, "-" if n is None else n)
+                 for name, n in report["silver_rows"].items()]
+        rows += [("gold rows", name, "-" if n is None else n)
+                 for name, n in report["gold_rows"].items()]
+        console.table("rows per layer", ("layer", "table", "count"), rows)
+        console.table("silver freshness", ("table", "last loaded"), [
+            (name, at or "never") for name, at in report["silver_loaded_at"].items()])
+        console.say(f"rejected records: {report['rejected_records']['total']} "
+                    f"({report['rejected_records']['last_24h']} in the last 24 h); "
+                    f"inconsistent sale totals: {report['inconsistent_totals']}")
+
+    run(ctx, work)
 
 
 # -- state ---------------------------------------------------------------------------------

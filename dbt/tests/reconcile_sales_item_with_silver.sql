@@ -1,0 +1,29 @@
+-- Gold holds every silver sale line exactly once, to the cent: fails with one row if the
+-- line count or the sum of amounts differ (lines still waiting for their sale header excepted).
+with
+
+silver_lines as (
+
+    select count(*) as n_lines, coalesce(sum(lines.amount), 0) as amount
+    from {{ source('silver', 'sales_product') }} as lines
+    where exists (
+        select from {{ source('silver', 'sales_customer') }} as headers
+        where headers.id = lines.sale_id
+    )
+
+),
+
+gold_lines as (
+
+    select count(*) as n_lines, coalesce(sum(item_amount), 0) as amount
+    from {{ ref('sales_item') }}
+
+)
+
+select
+    silver_lines.n_lines as silver_lines,
+    gold_lines.n_lines as gold_lines,
+    silver_lines.amount as silver_amount,
+    gold_lines.amount as gold_amount
+from silver_lines, gold_lines
+where silver_lines.n_lines <> gold_lines.n_lines or silver_lines.amount <> gold_lines.amount

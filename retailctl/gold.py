@@ -1,0 +1,197 @@
+"""`transform`, `test`, `docs`: the Gold dbt project, run in-process through dbtRunner.
+
+dbt gets its connection from environment variables that a profile written by retailctl names
+with `env_var()`; the password travels as DBT_ENV_SECRET_… so dbt scrubs it from its logs, and
+is never written to disk. dbt's target/ and logs/ live under the data dir, never inside the
+installed package, which may be read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from retailctl.config import Settings
+from retailctl.errors import DataTestsFailed, StepFailed
+from retailctl.resources import resource_dir
+
+PROFILE = """\
+# Written by retailctl: connection details come from the environment (see README).
+retailctl:
+  target: default
+  outputs:
+    default:
+      type: postgres
+      host: "{{ env_var('RETAIL_DBT_HOST') }}"
+      port: "{{ env_var('RETAIL_DBT_PORT') | as_number }}"
+      user: "{{ env_var('RETAIL_DBT_USER') }}"
+      password: "{{ env_var('DBT_ENV_SECRET_RETAIL_DB_PASSWORD', '') }}"
+      dbname: "{{ env_var('RETAIL_DBT_DBNAME') }}"
+      sslmode: "{{ env_var('RETAIL_DBT_SSLMODE', 'prefer') }}"
+      schema: gold
+      threads: 2
+      connect_timeout: 10
+"""
+SELECTIONS = {
+    "core": ("snapshot", "core"),
+    "mart": ("mart",),
+    "all": ("snapshot", "core", "mart"),
+}
+FAILING_STATUSES = {"error", "fail", "runtime error"}
+
+
+@dataclass
+class NodeResult:
+    name: str
+    kind: str  # model, snapshot, test, source
+    status: str
+    seconds: float
+    rows_affected: int | None = None
+    failures: int | None = None
+    message: str | None = None
+
+
+@dataclass
+class DbtResult:
+    command: str
+    success: bool
+    seconds: float
+    nodes: list[NodeResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[NodeResult]:
+        return [node for node in self.nodes if node.status in FAILING_STATUSES]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dbt_environment(database_url: str) -> dict[str, str]:
+    """The variables the written profile reads; a socket directory works as the host."""
+    parts = urlsplit(database_url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    env = {
+        "RETAIL_DBT_HOST": query.get("host") or parts.hostname or "localhost",
+        "RETAIL_DBT_PORT": str(parts.port or query.get("port") or 5432),
+        "RETAIL_DBT_USER": unquote(parts.username or query.get("user") or "postgres"),
+        "RETAIL_DBT_DBNAME": unquote(parts.path.lstrip("/") or query.get("dbname") or "postgres"),
+        "RETAIL_DBT_SSLMODE": query.get("sslmode", "prefer"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",  # no network here, and no telemetry
+    }
+    env["DBT_ENV_SECRET_RETAIL_DB_PASSWORD"] = unquote(parts.password or query.get("password", ""))
+    return env
+
+
+@dataclass(frozen=True)
+class DbtPaths:
+    project: Path
+    profiles: Path
+    target: Path
+    logs: Path
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> DbtPaths:
+        state = settings.data_dir / "dbt"
+        return cls(resource_dir("dbt"), state / "profiles", state / "target", state / "logs")
+
+    def write_profile(self) -> None:
+        self.profiles.mkdir(parents=True, exist_ok=True, mode=0o700)
+        profile = self.profiles / "profiles.yml"
+        if not profile.exists() or profile.read_text() != PROFILE:
+            profile.write_text(PROFILE)
+
+    def flags(self) -> list[str]:
+        return ["--project-dir", str(self.project), "--profiles-dir", str(self.profiles),
+                "--target-path", str(self.target), "--log-path", str(self.logs)]
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def invoke(settings: Settings, database_url: str, args: Sequence[str]) -> DbtResult:
+    """One dbt command, in this process, with a fresh runner; never two at once."""
+    from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
+
+    paths = DbtPaths.for_settings(settings)
+    paths.write_profile()
+    started = time.monotonic()
+    with _environment(dbt_environment(database_url)):
+        outcome = dbtRunner().invoke([*args, *paths.flags(), "--quiet", "--no-use-colors"])
+    result = DbtResult(command=" ".join(args), success=outcome.success,
+                       seconds=time.monotonic() - started)
+    if outcome.exception is not None:
+        raise StepFailed(settings.redact(f"dbt {result.command} failed: {outcome.exception}"))
+    for node_result in getattr(outcome.result, "results", None) or []:
+        result.nodes.append(_node(node_result))
+    return result
+
+
+def _node(node_result: Any) -> NodeResult:
+    node = node_result.node
+    response = getattr(node_result, "adapter_response", None) or {}
+    return NodeResult(
+        name=getattr(node, "name", str(node)),
+        kind=str(getattr(node, "resource_type", "source")),
+        status=str(node_result.status),
+        seconds=float(getattr(node_result, "execution_time", 0.0) or 0.0),
+        rows_affected=response.get("rows_affected") if isinstance(response, dict) else None,
+        failures=getattr(node_result, "failures", None),
+        message=getattr(node_result, "message", None),
+    )
+
+
+def transform(settings: Settings, database_url: str, select: str = "all") -> list[DbtResult]:
+    """The snapshot, then core (dims and the fact), then the mart; stops at a failure."""
+    results = []
+    for part in SELECTIONS[select]:
+        args = ["snapshot"] if part == "snapshot" else ["run", "--select", f"tag:{part}"]
+        result = invoke(settings, database_url, args)
+        results.append(result)
+        if not result.success:
+            names = ", ".join(f"{node.name} ({node.message})" for node in result.failed)
+            raise StepFailed(settings.redact(f"dbt {result.command} failed: {names or 'see logs'}"))
+    return results
+
+
+def test(settings: Settings, database_url: str) -> list[DbtResult]:
+    """dbt data tests, then source freshness (see `raise_for_failures`)."""
+    return [invoke(settings, database_url, ["test"]),
+            invoke(settings, database_url, ["source", "freshness"])]
+
+
+def failure_lines(results: Sequence[DbtResult]) -> list[str]:
+    """One line per failing test: its name and failing row count."""
+    return [f"{node.name}: {node.failures} failing row(s)" if node.failures is not None
+            else f"{node.name}: {node.status} ({node.message})"
+            for result in results for node in result.failed]
+
+
+def raise_for_failures(results: Sequence[DbtResult]) -> None:
+    lines = failure_lines(results)
+    if lines:
+        raise DataTestsFailed(f"{len(lines)} dbt test(s) failed: " + "; ".join(lines))
+
+
+def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
+    result = invoke(settings, database_url, ["docs", "generate"])
+    if serve and result.success:
+        invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                        "--no-browser"])
+    return result

@@ -1,0 +1,173 @@
+"""`run-all`: extract → load → transform → test under one lock, with a history row per run.
+
+The run stops at the first failing step with that step's error (and so its exit code). When
+nothing reached silver since Gold was last built and tested, dbt is skipped: an idle hour
+costs an extract and a load that find nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+
+from retailctl import bronze, gold, silver
+from retailctl.config import Settings
+from retailctl.db import Database, pipeline_lock
+from retailctl.errors import StepFailed, Terminated
+
+STEPS = ("extract", "load", "transform", "test")
+
+MARK_STALE_RUNS = """
+update meta.pipeline_runs set status = 'interrupted', finished_at = now(),
+       error = coalesce(error, 'the process died before the run finished')
+where status = 'running'
+"""
+START_RUN = """
+insert into meta.pipeline_runs (run_id, trigger, started_at, status, steps)
+values (%s, %s, now(), 'running', '[]'::jsonb)
+"""
+RECORD_STEPS = "update meta.pipeline_runs set steps = %s::jsonb where run_id = %s"
+FINISH_RUN = """
+update meta.pipeline_runs set status = %s, finished_at = now(), error = %s where run_id = %s
+"""
+SILVER_LOADED_AT = """
+select greatest(
+    (select max(_loaded_at) from silver.customers),
+    (select max(_loaded_at) from silver.products),
+    (select max(_loaded_at) from silver.sales_customer),
+    (select max(_loaded_at) from silver.sales_product))
+"""
+GOLD_STATE = "select step, silver_loaded_at from meta.gold_state"
+SAVE_GOLD_STATE = """
+insert into meta.gold_state (step, silver_loaded_at, finished_at) values (%s, %s, now())
+on conflict (step) do update
+set silver_loaded_at = excluded.silver_loaded_at, finished_at = excluded.finished_at
+"""
+
+StepDone = Callable[[str, Any], None]  # step name, its result (None when skipped)
+
+
+@dataclass
+class StepRecord:
+    step: str
+    status: str  # success, skipped, failed
+    seconds: float
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    trigger: str
+    steps: list[StepRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _History:
+    """The run's row in meta.pipeline_runs, kept current after every step."""
+
+    def __init__(self, conn: psycopg.Connection, run: RunResult) -> None:
+        self.conn = conn
+        self.run = run
+        self.current = STEPS[0]
+        self.clock = time.monotonic()
+        conn.execute(MARK_STALE_RUNS)  # we hold the lock: any 'running' row is a dead run
+        conn.execute(START_RUN, (run.run_id, run.trigger))
+
+    def begin(self, step: str) -> None:
+        self.current, self.clock = step, time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.clock
+
+    def record(self, step: StepRecord) -> None:
+        self.run.steps.append(step)
+        steps = orjson.dumps([vars(s) for s in self.run.steps]).decode()
+        self.conn.execute(RECORD_STEPS, (steps, self.run.run_id))
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.conn.execute(FINISH_RUN, (status, error, self.run.run_id))
+
+
+def silver_loaded_at(conn: psycopg.Connection) -> datetime | None:
+    row = conn.execute(SILVER_LOADED_AT).fetchone()
+    return row[0] if row else None
+
+
+def run_all(settings: Settings, database: Database, *, on_step: StepDone | None = None,
+            progress: bronze.Progress | None = None,
+            warn: Callable[[str], None] | None = None) -> RunResult:
+    """Run every step once under the pipeline lock; raises the first step's error."""
+    on_step = on_step or (lambda name, result: None)
+    run = RunResult(run_id=str(uuid.uuid4()), trigger=settings.trigger)
+    started = time.monotonic()
+    with pipeline_lock(database, f"run-all run={run.run_id}") as lock_conn:
+        history = _History(lock_conn, run)
+        try:
+            _steps(settings, database, lock_conn, history, on_step, progress, warn)
+        except Terminated:
+            history.finish("interrupted", "stopped by SIGTERM")
+            raise
+        except KeyboardInterrupt:
+            history.finish("interrupted", "interrupted")
+            raise
+        except Exception as exc:
+            if history.current not in {step.step for step in run.steps}:
+                history.record(StepRecord(history.current, "failed", history.elapsed()))
+            history.finish("failed", settings.redact(str(exc)))
+            raise
+        history.finish("success")
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
+           on_step: StepDone, progress: bronze.Progress | None,
+           warn: Callable[[str], None] | None) -> None:
+    history.begin("extract")
+    extracted = bronze.extract(settings, database, progress=progress, warn=warn)
+    history.record(StepRecord("extract", "success", history.elapsed(), {
+        e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
+        for e in extracted}))
+    on_step("extract", extracted)
+
+    history.begin("load")
+    loaded = silver.load(database, settings.bronze_dir)
+    history.record(StepRecord("load", "success" if not loaded.errors else "failed",
+                              history.elapsed(),
+                              {t.table: {"inserted": t.inserted, "updated": t.updated}
+                               for t in loaded.tables.values()}))
+    on_step("load", loaded)
+    if loaded.errors:
+        raise StepFailed(f"load: {len(loaded.errors)} bronze file(s) not loaded: {loaded.errors[0]}")
+
+    newest = silver_loaded_at(conn)
+    built = dict(conn.execute(GOLD_STATE).fetchall())
+    if newest is not None and built.get("transform") == newest and built.get("test") == newest:
+        for step in ("transform", "test"):
+            history.record(StepRecord(step, "skipped", 0.0, {"reason": "nothing new in silver"}))
+            on_step(step, None)
+        return
+
+    history.begin("transform")
+    transformed = gold.transform(settings, database.url)
+    conn.execute(SAVE_GOLD_STATE, ("transform", newest))
+    history.record(StepRecord("transform", "success", history.elapsed(), {
+        node.name: node.rows_affected for result in transformed for node in result.nodes}))
+    on_step("transform", transformed)
+
+    history.begin("test")
+    tested = gold.test(settings, database.url)
+    failures = gold.failure_lines(tested)
+    history.record(StepRecord("test", "failed" if failures else "success", history.elapsed(),
+                              {"failed": failures}))
+    on_step("test", tested)
+    gold.raise_for_failures(tested)
+    conn.execute(SAVE_GOLD_STATE, ("test", newest))

@@ -1,0 +1,65 @@
+"""`status`: what a person on call wants first — cursor, lock, recent runs, rows per layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from retailctl import state
+from retailctl.db import lock_holder
+from retailctl.silver_tables import TABLES
+
+GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
+               "customers_snapshot")
+RECENT_RUNS = """
+select run_id, trigger, started_at, finished_at, status, error,
+       extract(epoch from finished_at - started_at) as seconds
+from meta.pipeline_runs order by started_at desc limit %s
+"""
+EXTRACT_TOTALS = """
+select coalesce(sum(rejected), 0), coalesce(sum(inconsistent), 0),
+       coalesce(sum(rejected) filter (where extracted_at > now() - interval '24 hours'), 0)
+from meta.extract_log
+"""
+
+
+def _count(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+    exists = conn.execute("select to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
+    if not exists or exists[0] is None:
+        return None
+    row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, table)))
+    return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def _freshness(conn: psycopg.Connection, table: str) -> Any:
+    query = sql.SQL("select max(_loaded_at) from {}").format(sql.Identifier("silver", table))
+    return conn.execute(query).fetchone()[0]  # type: ignore[index]
+
+
+def bronze_files(bronze_dir: Path) -> dict[str, int]:
+    counts = {table.entity: len(list((bronze_dir / table.entity).glob("dt=*/*.ndjson")))
+              for table in TABLES}
+    counts["_rejected"] = len(list((bronze_dir / "_rejected").glob("*/dt=*/*.ndjson")))
+    return counts
+
+
+def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[str, Any]:
+    cursor = state.read_cursor(conn)
+    rejected, inconsistent, rejected_24h = conn.execute(EXTRACT_TOTALS).fetchone()  # type: ignore[misc]
+    columns = ("run_id", "trigger", "started_at", "finished_at", "status", "error", "seconds")
+    return {
+        "cursor": {"next_sales_id": cursor.next_sales_id, "last_run_ts": cursor.last_run_ts,
+                   "note": cursor.note},
+        "lock_holder": lock_holder(conn),
+        "runs": [dict(zip(columns, row, strict=True))
+                 for row in conn.execute(RECENT_RUNS, (runs,)).fetchall()],
+        "bronze_files": bronze_files(bronze_dir),
+        "silver_rows": {table.name: _count(conn, "silver", table.name) for table in TABLES},
+        "gold_rows": {table: _count(conn, "gold", table) for table in GOLD_TABLES},
+        "silver_loaded_at": {table.name: _freshness(conn, table.name) for table in TABLES},
+        "rejected_records": {"total": rejected, "last_24h": rejected_24h},
+        "inconsistent_totals": inconsistent,
+    }
