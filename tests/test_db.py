@@ -16,6 +16,7 @@ from tests.conftest import APPLIED_ALL, run_cli
 SILVER_AND_META_TABLES = {
     ("meta", "ingestion_state"), ("meta", "loaded_files"), ("meta", "pipeline_runs"),
     ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
+    ("meta", "gold_state"),
     ("silver", "customers"), ("silver", "products"),
     ("silver", "sales_customer"), ("silver", "sales_product"),
 }
