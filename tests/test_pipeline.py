@@ -1,0 +1,194 @@
+"""Gold and the whole pipeline: real HTTP, real Postgres, real dbt, the real CLI."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from mock_api import DataConfig, FaultConfig, RetailData
+from retailctl import records
+from tests.conftest import RETAILCTL, database_url, run_cli
+
+FACT_COLUMNS = ("sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
+                "product_description, item_quantity, item_amount, unit_amount, discount_perc")
+MART_COLUMNS = "customer_id, day, n_sales, n_items, total_units, total_revenue, avg_discount"
+
+
+def ground_truth(config: DataConfig) -> tuple[int, Decimal, dict[tuple[str, Any], tuple[int, int, Decimal]]]:
+    """Lines, amount and per-(customer, UTC day) figures of the valid sales, from the generator."""
+    data = RetailData(config)
+    lines, amount = 0, Decimal(0)
+    pairs: dict[tuple[str, Any], list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
+    for k in range(config.sales):
+        sale = data.sale(k)
+        if records.sale_reject_reason(sale):
+            continue
+        day = datetime.fromisoformat(sale["datetime"]).astimezone(UTC).date()
+        figures = pairs[sale["customer_id"], day]
+        figures[0] += 1
+        for item in sale["items"]:
+            lines += 1
+            amount += records.decimal_of(item["amount"])
+            figures[1] += item["quantity"]
+            figures[2] += records.decimal_of(item["amount"])
+    return lines, amount, {key: tuple(value) for key, value in pairs.items()}  # type: ignore[misc]
+
+
+def gold_figures(db_url: str) -> tuple[int, Decimal, dict[tuple[str, Any], tuple[int, int, Decimal]]]:
+    with psycopg.connect(db_url) as conn:
+        lines, amount = conn.execute(
+            "select count(*), sum(item_amount) from gold.sales_item").fetchone()  # type: ignore[misc]
+        mart = conn.execute("select customer_id, day, n_sales, total_units, total_revenue "
+                            "from gold.mart_sales_by_customer").fetchall()
+    return lines, amount, {(c, d): (n, u, r) for c, d, n, u, r in mart}
+
+
+def rows(db_url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def run_all(env: dict[str, str], api_url: str) -> subprocess.CompletedProcess[str]:
+    result = run_cli(["run-all"], env={**env, "RETAIL_API_URL": api_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_end_to_end_gold_equals_the_sources_ground_truth(start_mock, cli_env: dict[str, str],
+                                                         db_url: str) -> None:
+    config = DataConfig(sales=3_000, invalid_rate=0.02)
+    server = start_mock(sales=3_000, invalid_rate=0.02)
+    output = run_all(cli_env, server.url).stdout
+    assert output.splitlines()[-1].startswith("run ") and "succeeded" in output
+
+    lines, amount, pairs = ground_truth(config)
+    assert gold_figures(db_url) == (lines, amount, pairs)
+    rejected = rows(db_url, "select count(*) from meta.extract_log where entity = 'sales' "
+                            "and rejected > 0")
+    assert rejected == [(1,)]
+    bad_ids = [RetailData(config).sale(k).get("id") for k in range(3_000)
+               if records.sale_reject_reason(RetailData(config).sale(k))]
+    assert bad_ids and rows(db_url, f"select count(*) from gold.sales_item "
+                                    f"where sale_id in ({','.join(map(str, bad_ids))})") == [(0,)]
+    history = rows(db_url, "select status, trigger, jsonb_array_length(steps) from meta.pipeline_runs")
+    assert history == [("success", "cli", 4)]
+
+
+def test_second_run_is_incremental_and_third_changes_nothing(start_mock, cli_env: dict[str, str],
+                                                             db_url: str) -> None:
+    run_all(cli_env, start_mock(sales=2_000).url)
+    first_write = rows(db_url, "select max(_updated_at) from gold.sales_item")[0][0]
+
+    grown = DataConfig(sales=2_600)  # 600 more sales; some are backdated onto old days
+    run_all(cli_env, start_mock(sales=2_600).url)
+    touched = rows(db_url, f"select count(*) from gold.sales_item where _updated_at > '{first_write}'")
+    new_lines = sum(len(RetailData(grown).sale(k)["items"]) for k in range(2_000, 2_600))
+    assert touched == [(new_lines,)]  # only the new rows were written
+    assert gold_figures(db_url) == ground_truth(grown)
+
+    fact = rows(db_url, f"select {FACT_COLUMNS}, _updated_at from gold.sales_item order by 1")
+    mart = rows(db_url, f"select {MART_COLUMNS}, _updated_at from gold.mart_sales_by_customer order by 1, 2")
+    third = run_all(cli_env, start_mock(sales=2_600).url)
+    assert "transform: skipped, nothing new in silver since the last build" in third.stdout
+    transform = run_cli(["transform"], env={**cli_env})  # forced: still writes nothing
+    assert "model sales_item: success" in transform.stdout and ", 0 rows" in transform.stdout
+    assert rows(db_url, f"select {FACT_COLUMNS}, _updated_at from gold.sales_item order by 1") == fact
+    assert rows(db_url, f"select {MART_COLUMNS}, _updated_at from gold.mart_sales_by_customer "
+                        "order by 1, 2") == mart
+
+
+def test_late_product_and_changed_email(start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    run_all(cli_env, start_mock(sales=1_500, hidden_products=3).url)
+    inferred = rows(db_url, "select product_id from gold.dim_product where is_inferred order by 1")
+    assert inferred == [("SKU-00198",), ("SKU-00199",), ("SKU-00200",)]
+    assert rows(db_url, "select count(*) from gold.sales_item where product_sku = 'SKU-00200' "
+                        "and unit_amount is null and product_description is null")[0][0] > 0
+    old_email = rows(db_url, "select primary_email from gold.dim_customer where customer_id = 'C000011'")
+
+    run_all(cli_env, start_mock(sales=1_500, customer_version=1).url)  # the product turns up
+    assert rows(db_url, "select count(*) from gold.dim_product where is_inferred") == [(0,)]
+    assert rows(db_url, "select count(*) from gold.sales_item where unit_amount is null") == [(0,)]
+    assert rows(db_url, "select description is not null from gold.dim_product "
+                        "where product_id = 'SKU-00200'") == [(True,)]
+    assert rows(db_url, "select primary_email from gold.dim_customer where customer_id = 'C000011'") \
+        == [("chloe.11.v1@example.com",)]
+    history = rows(db_url, "select emails[1], dbt_valid_to is null from gold.customers_snapshot "
+                           "where customer_id = 'C000011' order by dbt_valid_from")
+    assert history == [(old_email[0][0], False), ("chloe.11.v1@example.com", True)]
+
+
+def test_two_runs_at_once_one_exits_75(start_mock, cli_env: dict[str, str]) -> None:
+    server = start_mock(sales=3_000, faults=FaultConfig(latency_ms=40))
+    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
+    first = subprocess.Popen([*RETAILCTL, "run-all"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    started = time.monotonic()
+    second = run_cli(["run-all"], env=env)
+    waited = time.monotonic() - started
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert second.returncode == 75
+    assert second.stderr.startswith("error: another retailctl run holds the lock: retailctl run-all run=")
+    assert waited < 5  # start-up included; the lock itself is tried once, not waited for
+
+
+def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
+        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    run_all(cli_env, start_mock(sales=500).url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("insert into gold.sales_item select * from gold.sales_item where sale_id = 7 "
+                     "and line_no = 1")
+    result = run_cli(["test"], env=cli_env)
+    assert result.returncode == 3
+    assert "test unique_sales_item_sales_item_id: fail" in result.stdout
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: 3 dbt test(s) failed: ")
+    assert "unique_sales_item_sales_item_id: 1 failing row(s)" in error
+    assert "reconcile_sales_item_with_silver: 1 failing row(s)" in error
+
+
+def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
+        start_mock, cli_env: dict[str, str], db_url: str, pg_admin_url: str, tmp_path) -> None:
+    chaotic = start_mock(sales=4_000, invalid_rate=0.01,
+                         faults=FaultConfig(fail_rate=0.1, throttle_rate=0.05, retry_after_s=0))
+    env = {**cli_env, "RETAIL_API_URL": chaotic.url, "RETAIL_PAGE_SIZE": "200",
+           "RETAIL_HTTP_RETRIES": "15"}
+    rng = random.Random(11)
+    for _ in range(5):
+        victim = subprocess.Popen([*RETAILCTL, "run-all"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.6, 4.0))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    final = run_cli(["run-all"], env=env)
+    assert final.returncode == 0, final.stderr
+
+    reference = f"retailctl_ref_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{reference}"')
+    try:
+        reference_url = database_url(pg_admin_url, reference)
+        calm = start_mock(sales=4_000, invalid_rate=0.01)
+        reference_env = {**cli_env, "RETAIL_DATABASE_URL": reference_url,
+                         "RETAIL_DATA_DIR": str(tmp_path / "reference")}
+        run_all(reference_env, calm.url)
+        for query in (f"select {FACT_COLUMNS} from gold.sales_item order by 1",
+                      f"select {MART_COLUMNS} from gold.mart_sales_by_customer order by 1, 2",
+                      "select * from gold.dim_customer order by 1",
+                      "select * from gold.dim_product order by 1"):
+            assert rows(db_url, query) == rows(reference_url, query), query
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{reference}" with (force)')
+    statuses = {status for (status,) in rows(db_url, "select status from meta.pipeline_runs")}
+    assert statuses == {"success", "interrupted"}  # kills landed mid-run; the dead runs are marked
