@@ -46,6 +46,7 @@ class SilverTable:
     key: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]  # (name, type), key columns first
     nullable: frozenset[str] = frozenset()
+    append_key: str | None = None  # an ever-growing id: files of new ids may COPY straight in
 
     def __post_init__(self) -> None:
         assert tuple(name for name, _ in self.columns[:len(self.key)]) == self.key
@@ -81,6 +82,18 @@ class SilverTable:
         names = [*self.column_names, *(name for name, _ in STAGE_EXTRA)]
         return sql.SQL("copy {} ({}) from stdin").format(
             self.stage, sql.SQL(", ").join(map(sql.Identifier, names)))
+
+    @property
+    def append_sql(self) -> sql.Composed:
+        names = [*self.column_names, "_ingestion_ts", "_batch_id", "_loaded_at"]
+        return sql.SQL("copy {} ({}) from stdin").format(
+            sql.Identifier("silver", self.name), sql.SQL(", ").join(map(sql.Identifier, names)))
+
+    @property
+    def max_key_sql(self) -> sql.Composed:
+        assert self.append_key is not None
+        return sql.SQL("select max({}) from {}").format(
+            sql.Identifier(self.append_key), sql.Identifier("silver", self.name))
 
     def _statement(self, template: str, source: sql.Composable) -> sql.Composed:
         non_key = [name for name in self.column_names if name not in self.key]
@@ -120,9 +133,9 @@ TABLES: tuple[SilverTable, ...] = (
                  ("supplier", "text")), nullable=frozenset({"description", "supplier"})),
     SilverTable("sales_customer", "sales_customer", ("id",),
                 (("id", "bigint"), ("datetime", "timestamptz"), ("total_amount", "numeric"),
-                 ("customer_id", "text"))),
+                 ("customer_id", "text")), append_key="id"),
     SilverTable("sales_product", "sales_product", ("sale_id", "line_no"),
                 (("sale_id", "bigint"), ("line_no", "int"), ("product_sku", "text"),
-                 ("quantity", "int"), ("amount", "numeric"))),
+                 ("quantity", "int"), ("amount", "numeric")), append_key="sale_id"),
 )
 TABLES_BY_NAME = {table.name: table for table in TABLES}
