@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, bronze, console, gold, pipeline, silver, state, status
+from retailctl import __version__, bronze, console, gold, pipeline, prune, schedule, silver, state, status
 from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
 from retailctl.db import migrate, open_database, pipeline_lock
 from retailctl.errors import RetailctlError, StepFailed, Terminated
@@ -33,6 +33,8 @@ api_app = typer.Typer(help="The bundled mock retail API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
 app.add_typer(state_app, name="state")
+bronze_app = typer.Typer(help="Bronze file housekeeping.", no_args_is_help=True)
+app.add_typer(bronze_app, name="bronze")
 
 T = TypeVar("T")
 
@@ -180,7 +182,7 @@ def extract(
     def work() -> None:
         settings = settings_of(ctx)
         with source_settings(settings, quiet=as_json) as settings, \
-                open_database(settings) as database, pipeline_lock(database, "extract"), \
+                open_database(settings) as database, pipeline.single_step(settings, database, "extract"), \
                 console.StepProgress() as progress:
             results = bronze.extract(
                 settings, database, entities=entities, from_id=from_id,
@@ -209,12 +211,12 @@ def load(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline_lock(database, "load"), \
-                console.StepProgress("rows") as progress:
-            result = silver.load(
-                database, settings.bronze_dir, dry_run=dry_run,
-                progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
-        report_load(result, dry_run=dry_run, as_json=as_json)
+        with open_database(settings) as database, pipeline.single_step(settings, database, "load"):
+            with console.StepProgress("rows") as progress:
+                result = silver.load(
+                    database, settings.bronze_dir, dry_run=dry_run,
+                    progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
+            report_load(result, dry_run=dry_run, as_json=as_json)
 
     run(ctx, work)
 
@@ -261,7 +263,8 @@ def transform(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline_lock(database, "transform"):
+        with open_database(settings) as database, \
+                pipeline.single_step(settings, database, "transform"):
             results = gold.transform(settings, database.url, select)
         console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
 
@@ -274,10 +277,24 @@ def test_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline_lock(database, "test"):
+        with open_database(settings) as database, pipeline.single_step(settings, database, "test"):
             results = gold.test(settings, database.url)
-        console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
-        gold.raise_for_failures(results)
+            console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
+            gold.raise_for_failures(results)
+
+    run(ctx, work)
+
+
+@app.command()
+def deps(ctx: typer.Context) -> None:
+    """Install dbt packages, if the dbt project lists any (it lists none by default)."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database:
+            result = gold.deps(settings, database.url)
+        console.say("dbt deps: no packages.yml, nothing to install" if result is None
+                    else "dbt deps: packages installed")
 
     run(ctx, work)
 
@@ -419,6 +436,65 @@ def state_reset(
         console.say(f"next sales id: {before} -> 1; snapshots will be written again")
 
     run(ctx, reset)
+
+
+# -- running unattended ----------------------------------------------------------------------
+
+
+@bronze_app.command("prune")
+def bronze_prune(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option(help="Age: 30d, 12h, 4w.")] = "30d",
+    dry_run: Annotated[bool, typer.Option(help="List what would go; delete nothing.")] = False,
+) -> None:
+    """Delete bronze files loaded and written before the cutoff (never unloaded or rejected ones)."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        age = prune.parse_age(older_than)
+        with open_database(settings) as database, pipeline_lock(database, "bronze prune"), \
+                database.connect(autocommit=True) as conn:
+            result = prune.prune(conn, settings.bronze_dir, age, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        for path in result.files:
+            console.say(f"{verb} {path}")
+        console.say(f"{verb} {len(result.files)} file(s), {result.bytes / 1e6:.1f} MB")
+
+    run(ctx, work)
+
+
+@app.command("schedule")
+def schedule_command(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="cron or systemd.")],
+    user: Annotated[str | None, typer.Option(
+        help="systemd: the user the service runs as (default: you, or 'retailctl' for root).",
+        show_default=False)] = None,
+    output_dir: Annotated[Path | None, typer.Option(
+        help="systemd: write the unit files here instead of printing them.",
+        show_default=False)] = None,
+) -> None:
+    """Print the crontab line or the systemd units for this install, paths filled in."""
+    if kind not in ("cron", "systemd"):
+        raise typer.BadParameter("choose cron or systemd", param_hint="KIND")
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        workdir = Path.cwd()
+        if kind == "cron":
+            console.say(schedule.cron(workdir, settings.data_dir).rstrip())
+            return
+        service_user = user or schedule.default_user()
+        for name, text in schedule.systemd_units(workdir, settings.data_dir, service_user).items():
+            if output_dir is None:
+                console.say(f"# --- {name}")
+                console.say(text.rstrip())
+            else:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                (output_dir / name).write_text(text)
+                console.say(f"wrote {output_dir / name}")
+
+    run(ctx, work)
 
 
 # -- the mock API --------------------------------------------------------------------------

@@ -189,6 +189,16 @@ def raise_for_failures(results: Sequence[DbtResult]) -> None:
         raise DataTestsFailed(f"{len(lines)} dbt test(s) failed: " + "; ".join(lines))
 
 
+def deps(settings: Settings, database_url: str) -> DbtResult | None:
+    """`dbt deps`, only when the project has a packages.yml (none by default: no network needed)."""
+    if not (DbtPaths.for_settings(settings).project / "packages.yml").exists():
+        return None
+    result = invoke(settings, database_url, ["deps"])
+    if not result.success:
+        raise StepFailed("dbt deps failed: see the dbt log under the data dir")
+    return result
+
+
 def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
     result = invoke(settings, database_url, ["docs", "generate"])
     if serve and result.success:

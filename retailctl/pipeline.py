@@ -7,9 +7,10 @@ costs an extract and a load that find nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,17 +102,16 @@ def silver_loaded_at(conn: psycopg.Connection) -> datetime | None:
     return row[0] if row else None
 
 
-def run_all(settings: Settings, database: Database, *, on_step: StepDone | None = None,
-            progress: bronze.Progress | None = None,
-            warn: Callable[[str], None] | None = None) -> RunResult:
-    """Run every step once under the pipeline lock; raises the first step's error."""
-    on_step = on_step or (lambda name, result: None)
+@contextlib.contextmanager
+def tracked_run(settings: Settings, database: Database, label: str) -> Iterator[_History]:
+    """Hold the pipeline lock and keep this run's history row for the block; a failure is
+    recorded (redacted) against the step in progress and re-raised."""
     run = RunResult(run_id=str(uuid.uuid4()), trigger=settings.trigger)
     started = time.monotonic()
-    with pipeline_lock(database, f"run-all run={run.run_id}") as lock_conn:
+    with pipeline_lock(database, f"{label} run={run.run_id}") as lock_conn:
         history = _History(lock_conn, run)
         try:
-            _steps(settings, database, lock_conn, history, on_step, progress, warn)
+            yield history
         except Terminated:
             history.finish("interrupted", "stopped by SIGTERM")
             raise
@@ -125,7 +125,25 @@ def run_all(settings: Settings, database: Database, *, on_step: StepDone | None 
             raise
         history.finish("success")
     run.seconds = time.monotonic() - started
-    return run
+
+
+@contextlib.contextmanager
+def single_step(settings: Settings, database: Database, step: str) -> Iterator[None]:
+    """One step run on its own (`retailctl load`, an Airflow task): locked, and in the history."""
+    with tracked_run(settings, database, step) as history:
+        history.begin(step)
+        yield
+        history.record(StepRecord(step, "success", history.elapsed()))
+
+
+def run_all(settings: Settings, database: Database, *, on_step: StepDone | None = None,
+            progress: bronze.Progress | None = None,
+            warn: Callable[[str], None] | None = None) -> RunResult:
+    """Run every step once under the pipeline lock; raises the first step's error."""
+    with tracked_run(settings, database, "run-all") as history:
+        _steps(settings, database, history.conn, history, on_step or (lambda name, result: None),
+               progress, warn)
+    return history.run
 
 
 def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,

@@ -1,0 +1,65 @@
+"""`bronze prune`: delete bronze files that are loaded and old; nothing else, ever."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from retailctl.bronze_files import fsync_dir
+from retailctl.errors import ConfigError
+
+AGE = re.compile(r"^(\d+)([hdw])$")
+UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+LOADED_BEFORE = "select path from meta.loaded_files where loaded_at < %s"
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `4w`."""
+    match = AGE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"--older-than={text!r} is invalid: expected a number and h, d or w, like 30d")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+def written_at(path: Path) -> datetime | None:
+    """The UTC timestamp a bronze file's name starts with."""
+    try:
+        return datetime.strptime(path.name.split("_", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass
+class PruneResult:
+    files: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+def prune(conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *,
+          dry_run: bool = False) -> PruneResult:
+    """Delete files written and loaded before now - older_than; never an unloaded or rejected one.
+
+    Manifest rows stay: they are the load history, and a pruned file is never listed again.
+    """
+    cutoff = datetime.now(UTC) - older_than
+    loaded = {row[0] for row in conn.execute(LOADED_BEFORE, (cutoff,))}
+    result = PruneResult()
+    for relative in sorted(loaded):
+        path = bronze_dir / relative
+        moment = written_at(path)
+        if relative.startswith("_rejected/") or moment is None or moment >= cutoff:
+            continue
+        if not path.is_file():
+            continue
+        result.files.append(relative)
+        result.bytes += path.stat().st_size
+        if not dry_run:
+            path.unlink()
+            fsync_dir(path.parent)
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
+    return result
