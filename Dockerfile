@@ -12,14 +12,15 @@ RUN python -m venv /opt/retailctl \
     && /opt/retailctl/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 10001 retail \
+RUN groupadd --gid 10001 retail \
+    && useradd --create-home --uid 10001 --gid 10001 retail \
     && mkdir /data \
     && chown retail:retail /data
 COPY --from=build /opt/retailctl /opt/retailctl
 ENV PATH="/opt/retailctl/bin:${PATH}" \
     RETAIL_DATA_DIR=/data \
     PYTHONUNBUFFERED=1
-USER retail
+USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 ENTRYPOINT ["retailctl"]

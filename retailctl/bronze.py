@@ -159,7 +159,8 @@ class Extractor:
                 if not page.items:
                     break
                 page_hash = hashlib.sha256(orjson.dumps(page.items)).digest()
-                keys = [item.get(key) for item in page.items if isinstance(item, dict)]
+                keys = [item[key] for item in page.items
+                        if isinstance(item, dict) and isinstance(item.get(key), str)]
                 if page_hash in page_hashes or (keys and all(k in seen for k in keys)):
                     self._warn(result, f"/{entity}: the page at offset {offset} repeats records "
                                        "already read (the API ignores offset?); stopping there")
@@ -247,14 +248,18 @@ class Extractor:
             limit = self.limit
             page = self.source.page("/sales", {"start_sales_id": start, "limit": limit})
             items = page.items[:remaining] if remaining is not None else page.items
-            # Sales before the start were read already; a sale without an id is kept (rejected).
-            fresh = [s for s in items if (_sale_id(s) or start) >= start]
-            ids = [sale_id for s in fresh if (sale_id := _sale_id(s)) is not None]
+            # Sales before the start were read already; one without a valid id is kept, to be
+            # rejected with its reason.
+            fresh = [s for s in items if (sale_id := _sale_id(s)) is None or sale_id < 1
+                     or sale_id >= start]
+            ids = [sale_id for s in fresh if (sale_id := _sale_id(s)) is not None and sale_id >= start]
             if not page.items:
                 return
             if not ids:
                 self._warn(result, f"/sales?start_sales_id={start} returned no sale at or "
                                    "after that id; paging does not advance, stopping there")
+                if fresh:
+                    yield fresh, start  # sales without a valid id: to _rejected, with the reason
                 return
             taken += len(fresh)
             start = max(ids) + 1

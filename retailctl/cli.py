@@ -255,6 +255,8 @@ def report_dbt(results: list[gold.DbtResult]) -> None:
 def transform(
     ctx: typer.Context,
     select: Annotated[str, typer.Option(help="core (snapshot + dims + fact), mart, or all.")] = "all",
+    full_refresh: Annotated[bool, typer.Option(
+        help="Rebuild the incremental models from silver (after a model changed shape).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the Gold models with dbt: the customer snapshot, then core, then the mart."""
@@ -265,20 +267,28 @@ def transform(
         settings = settings_of(ctx)
         with open_database(settings) as database, \
                 pipeline.single_step(settings, database, "transform"):
-            results = gold.transform(settings, database.url, select)
+            results = gold.transform(settings, database.url, select, full_refresh=full_refresh)
         console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
 
     run(ctx, work)
 
 
 @app.command("test")
-def test_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def test_command(
+    ctx: typer.Context,
+    changed: Annotated[bool, typer.Option(
+        "--changed", help="Check only the Gold rows written since the last passing test run.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Run the dbt data tests and source freshness; exit 3 when a test fails."""
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline.single_step(settings, database, "test"):
-            results = gold.test(settings, database.url)
+        with open_database(settings) as database, \
+                pipeline.single_step(settings, database, "test"), \
+                database.connect(autocommit=True, purpose="test") as conn:
+            results = pipeline.run_tests(settings, database, conn, changed=changed)
             console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
             gold.raise_for_failures(results)
 

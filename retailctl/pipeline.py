@@ -46,10 +46,13 @@ select greatest(
     (select max(_loaded_at) from silver.sales_product))
 """
 GOLD_STATE = "select step, silver_loaded_at from meta.gold_state"
+LAST_PASSING_TEST = "select started_at from meta.gold_state where step = 'test'"
 SAVE_GOLD_STATE = """
-insert into meta.gold_state (step, silver_loaded_at, finished_at) values (%s, %s, now())
+insert into meta.gold_state (step, silver_loaded_at, started_at, finished_at)
+values (%s, %s, %s, now())
 on conflict (step) do update
-set silver_loaded_at = excluded.silver_loaded_at, finished_at = excluded.finished_at
+set silver_loaded_at = excluded.silver_loaded_at, started_at = excluded.started_at,
+    finished_at = excluded.finished_at
 """
 
 StepDone = Callable[[str, Any], None]  # step name, its result (None when skipped)
@@ -146,6 +149,20 @@ def run_all(settings: Settings, database: Database, *, on_step: StepDone | None 
     return history.run
 
 
+def run_tests(settings: Settings, database: Database, conn: psycopg.Connection, *,
+              changed: bool) -> list[gold.DbtResult]:
+    """dbt tests: every row, or (`changed`) the rows written since the last passing test run
+    started. A passing run is remembered, with the silver state it saw."""
+    row = conn.execute(LAST_PASSING_TEST).fetchone() if changed else None
+    since = row[0] if row else None
+    started = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+    newest = silver_loaded_at(conn)
+    results = gold.test(settings, database.url, checked_since=since)
+    if not gold.failure_lines(results):
+        conn.execute(SAVE_GOLD_STATE, ("test", newest, started))
+    return results
+
+
 def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
            on_step: StepDone, progress: bronze.Progress | None,
            warn: Callable[[str], None] | None) -> None:
@@ -176,16 +193,15 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
 
     history.begin("transform")
     transformed = gold.transform(settings, database.url)
-    conn.execute(SAVE_GOLD_STATE, ("transform", newest))
+    conn.execute(SAVE_GOLD_STATE, ("transform", newest, None))
     history.record(StepRecord("transform", "success", history.elapsed(), {
         node.name: node.rows_affected for result in transformed for node in result.nodes}))
     on_step("transform", transformed)
 
     history.begin("test")
-    tested = gold.test(settings, database.url)
+    tested = run_tests(settings, database, conn, changed=True)
     failures = gold.failure_lines(tested)
     history.record(StepRecord("test", "failed" if failures else "success", history.elapsed(),
                               {"failed": failures}))
     on_step("test", tested)
     gold.raise_for_failures(tested)
-    conn.execute(SAVE_GOLD_STATE, ("test", newest))

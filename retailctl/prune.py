@@ -14,7 +14,7 @@ from retailctl.errors import ConfigError
 
 AGE = re.compile(r"^(\d+)([hdw])$")
 UNITS = {"h": "hours", "d": "days", "w": "weeks"}
-LOADED_BEFORE = "select path from meta.loaded_files where loaded_at < %s"
+LOADED = "select path from meta.loaded_files"
 
 
 def parse_age(text: str) -> timedelta:
@@ -41,12 +41,12 @@ class PruneResult:
 
 def prune(conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *,
           dry_run: bool = False) -> PruneResult:
-    """Delete files written and loaded before now - older_than; never an unloaded or rejected one.
+    """Delete loaded files written before now - older_than; never an unloaded or rejected one.
 
     Manifest rows stay: they are the load history, and a pruned file is never listed again.
     """
     cutoff = datetime.now(UTC) - older_than
-    loaded = {row[0] for row in conn.execute(LOADED_BEFORE, (cutoff,))}
+    loaded = {row[0] for row in conn.execute(LOADED)}
     result = PruneResult()
     for relative in sorted(loaded):
         path = bronze_dir / relative

@@ -307,5 +307,9 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
                 result.errors.append(str(exc))
             if progress:
                 progress(table_result.table, table_result.rows, table_result.files)
+        for table in TABLES:  # fresh statistics: Gold's incremental plans depend on them
+            changed = result.tables[table.name]
+            if changed.inserted or changed.updated:
+                conn.execute(table.analyze_sql)
     result.seconds = time.monotonic() - started
     return result

@@ -90,6 +90,10 @@ class SilverTable:
             sql.Identifier("silver", self.name), sql.SQL(", ").join(map(sql.Identifier, names)))
 
     @property
+    def analyze_sql(self) -> sql.Composed:
+        return sql.SQL("analyze {}").format(sql.Identifier("silver", self.name))
+
+    @property
     def max_key_sql(self) -> sql.Composed:
         assert self.append_key is not None
         return sql.SQL("select max({}) from {}").format(

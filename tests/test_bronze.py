@@ -393,3 +393,25 @@ def test_unknown_entity_is_a_usage_error(entity: str, cli_env: dict[str, str]) -
     result = run_cli(["extract", "--entity", entity], env=cli_env)
     assert result.returncode == 2
     assert "unknown entity nonsense" in result.stderr
+
+
+def test_records_without_usable_ids_are_rejected_and_never_loop(data_dir: Path, db_url: str) -> None:
+    def broken_ids(request: Request) -> Reply | None:
+        if request.path == "/sales":
+            sale = api.data.sale(0)
+            return Reply(body=orjson.dumps({"items": [{**sale, "id": 0}, {**sale, "id": -3}],
+                                            "total_items": 2}))
+        if request.path == "/customers":
+            return Reply(body=orjson.dumps({"items": [{"customer_id": ["C1"], "emails": [],
+                                                       "phone_numbers": []}], "total_items": 1}))
+        return None
+
+    with ScriptedApi(broken_ids) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="2")
+        results = by_entity(extract(settings, entities=["customers", "sales"]))
+        sales_requests = api.counts["/sales"]
+    assert (results["sales"].rejected, results["sales"].records, sales_requests) == (2, 0, 1)
+    assert results["sales"].warnings[0].startswith("/sales?start_sales_id=1 returned no sale")
+    assert [r["_reject_reason"] for r in bronze_rows(data_dir, "sales", rejected=True)] == \
+        ["id missing or not a positive integer"] * 2
+    assert results["customers"].rejected == 1

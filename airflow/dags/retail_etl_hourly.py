@@ -46,6 +46,6 @@ with DAG(
     dbt_deps = step("dbt_deps", "deps")
     dbt_run_core = step("dbt_run_core", "transform --select core")
     dbt_run_mart = step("dbt_run_mart", "transform --select mart")
-    dbt_test = step("dbt_test", "test")
+    dbt_test = step("dbt_test", "test --changed")
 
     bronze >> silver >> dbt_deps >> dbt_run_core >> dbt_run_mart >> dbt_test

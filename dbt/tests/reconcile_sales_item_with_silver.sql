@@ -1,6 +1,25 @@
--- Gold holds every silver sale line exactly once, to the cent: fails with one row if the
--- line count or the sum of amounts differ (lines still waiting for their sale header excepted).
+-- Gold holds every silver sale line exactly once, to the cent: fails with one row if the line
+-- count or the sum of amounts differ (lines still waiting for their sale header excepted).
+-- With checked_since, only the sales whose lines were loaded or written since are compared.
+{% set since = var('checked_since', '-infinity') %}
+
 with
+
+{% if since != '-infinity' %}
+
+touched as (
+
+    select sale_id
+    from {{ source('silver', 'sales_product') }}
+    where _loaded_at >= '{{ since }}'::timestamptz
+    union
+    select sale_id
+    from {{ ref('sales_item') }}
+    where _updated_at >= '{{ since }}'::timestamptz
+
+),
+
+{% endif %}
 
 silver_lines as (
 
@@ -10,6 +29,9 @@ silver_lines as (
         select from {{ source('silver', 'sales_customer') }} as headers
         where headers.id = lines.sale_id
     )
+    {% if since != '-infinity' %}
+    and lines.sale_id in (select sale_id from touched)
+    {% endif %}
 
 ),
 
@@ -17,6 +39,9 @@ gold_lines as (
 
     select count(*) as n_lines, coalesce(sum(item_amount), 0) as amount
     from {{ ref('sales_item') }}
+    {% if since != '-infinity' %}
+    where sale_id in (select sale_id from touched)
+    {% endif %}
 
 )
 

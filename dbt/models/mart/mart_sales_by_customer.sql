@@ -1,8 +1,10 @@
+{# post_hook: fresh (sampled, so cheap at any size) statistics keep the next run's plans on indexes. #}
 {{
     config(
         unique_key=['customer_id', 'day'],
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        post_hook='analyze {{ this }}',
         indexes=[
             {'columns': ['customer_id', 'day']},
             {'columns': ['_updated_at']},
@@ -14,8 +16,9 @@
 
 with
 
-items as (
+items as {% if is_incremental() %}not materialized {% endif %}(
 
+    -- read twice below: not materialized, so each read can use the fact's indexes
     select * from {{ ref('sales_item') }}
 
 ),
@@ -31,17 +34,26 @@ touched as (
 
 ),
 
-{% endif %}
+final as (
 
-scoped as (
+    -- each touched pair recomputed in full from the fact, through its (customer_id, day) index
+    select touched.customer_id, touched.day, figures.*
+    from touched
+    cross join lateral (
+        select
+            count(distinct items.sale_id) as n_sales,
+            count(*) as n_items,
+            sum(items.item_quantity) as total_units,
+            sum(items.item_amount) as total_revenue,
+            avg(items.discount_perc) as avg_discount,
+            max(items._updated_at) as _updated_at
+        from items
+        where items.customer_id = touched.customer_id and items.day = touched.day
+    ) as figures
 
-    select items.*
-    from items
-    {% if is_incremental() %}
-    inner join touched using (customer_id, day)
-    {% endif %}
+)
 
-),
+{% else %}
 
 final as (
 
@@ -54,9 +66,11 @@ final as (
         sum(item_amount) as total_revenue,
         avg(discount_perc) as avg_discount,
         max(_updated_at) as _updated_at
-    from scoped
+    from items
     group by customer_id, day
 
 )
+
+{% endif %}
 
 select * from final
