@@ -192,3 +192,24 @@ def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
             conn.execute(f'drop database if exists "{reference}" with (force)')
     statuses = {status for (status,) in rows(db_url, "select status from meta.pipeline_runs")}
     assert statuses == {"success", "interrupted"}  # kills landed mid-run; the dead runs are marked
+
+
+def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
+        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    run_all(cli_env, start_mock(sales=800).url)  # run-all's tests pass and are remembered
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update gold.sales_item set item_quantity = 0 where sales_item_id = '5-1'")
+    old_problem = run_cli(["test", "--changed"], env=cli_env)
+    assert old_problem.returncode == 0, "rows written before the last passing test are not re-read"
+    full = run_cli(["test"], env=cli_env)
+    assert full.returncode == 3
+    assert "at_least_sales_item_item_quantity__1: 1 failing row(s)" in full.stderr
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update gold.sales_item set item_quantity = 1 where sales_item_id = '5-1'")
+        conn.execute("update gold.sales_item set item_quantity = 0, _updated_at = now() "
+                     "where sales_item_id = '6-1'")
+    new_problem = run_cli(["test", "--changed"], env=cli_env)
+    assert new_problem.returncode == 3
+    assert new_problem.stderr.splitlines()[-1] == \
+        "error: 1 dbt test(s) failed: at_least_sales_item_item_quantity__1: 1 failing row(s)"
