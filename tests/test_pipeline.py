@@ -6,7 +6,6 @@ import random
 import signal
 import subprocess
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +16,7 @@ import psycopg
 
 from mock_api import DataConfig, FaultConfig, RetailData
 from retailctl import records
-from tests.conftest import RETAILCTL, database_url, run_cli
+from tests.conftest import RETAILCTL, run_cli
 
 FACT_COLUMNS = ("sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
                 "product_description, item_quantity, item_amount, unit_amount, discount_perc")
@@ -159,7 +158,7 @@ def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
 
 
 def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
-        start_mock, cli_env: dict[str, str], db_url: str, pg_admin_url: str, tmp_path) -> None:
+        start_mock, cli_env: dict[str, str], db_url: str, reference_db_url: str, tmp_path) -> None:
     chaotic = start_mock(sales=4_000, invalid_rate=0.01,
                          faults=FaultConfig(fail_rate=0.1, throttle_rate=0.05, retry_after_s=0))
     env = {**cli_env, "RETAIL_API_URL": chaotic.url, "RETAIL_PAGE_SIZE": "200",
@@ -174,23 +173,15 @@ def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
     final = run_cli(["run-all"], env=env)
     assert final.returncode == 0, final.stderr
 
-    reference = f"retailctl_ref_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'create database "{reference}"')
-    try:
-        reference_url = database_url(pg_admin_url, reference)
-        calm = start_mock(sales=4_000, invalid_rate=0.01)
-        reference_env = {**cli_env, "RETAIL_DATABASE_URL": reference_url,
-                         "RETAIL_DATA_DIR": str(tmp_path / "reference")}
-        run_all(reference_env, calm.url)
-        for query in (f"select {FACT_COLUMNS} from gold.sales_item order by 1",
-                      f"select {MART_COLUMNS} from gold.mart_sales_by_customer order by 1, 2",
-                      "select * from gold.dim_customer order by 1",
-                      "select * from gold.dim_product order by 1"):
-            assert rows(db_url, query) == rows(reference_url, query), query
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{reference}" with (force)')
+    calm = start_mock(sales=4_000, invalid_rate=0.01)  # the same data, no faults, no kills
+    reference_env = {**cli_env, "RETAIL_DATABASE_URL": reference_db_url,
+                     "RETAIL_DATA_DIR": str(tmp_path / "reference")}
+    run_all(reference_env, calm.url)
+    for query in (f"select {FACT_COLUMNS} from gold.sales_item order by 1",
+                  f"select {MART_COLUMNS} from gold.mart_sales_by_customer order by 1, 2",
+                  "select * from gold.dim_customer order by 1",
+                  "select * from gold.dim_product order by 1"):
+        assert rows(db_url, query) == rows(reference_db_url, query), query
     statuses = {status for (status,) in rows(db_url, "select status from meta.pipeline_runs")}
     assert statuses == {"success", "interrupted"}  # kills landed mid-run; the dead runs are marked
 
