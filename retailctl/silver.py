@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from retailctl.bronze_files import REJECTED
 from retailctl.db import Database
 from retailctl.errors import BronzeFileError
 from retailctl.prefetch import prefetch
-from retailctl.silver_tables import PLAN_FOR_SMALL_STAGE, TABLES, SilverTable
+from retailctl.silver_tables import COPIED_EXTRA, PLAN_FOR_SMALL_STAGE, TABLES, SilverTable
 
 READ_CHUNK = 1 << 20
 ROWS_PER_BATCH = 5_000
@@ -124,39 +123,41 @@ def pending_files(conn: psycopg.Connection, files: list[BronzeFile]) -> tuple[li
     return pending, errors
 
 
-def _records(file: BronzeFile, digest: Any) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each line, hashing the bytes on the way."""
-    line_no = 0
+def _line_chunks(file: BronzeFile, digest: Any) -> Iterator[list[bytes]]:
+    """The file's lines, a read buffer's worth at a time, hashing the bytes on the way."""
     tail = b""
+    lines_read = 0
     with file.path.open("rb") as handle:
         while chunk := handle.read(READ_CHUNK):
             digest.update(chunk)
             lines = (tail + chunk).split(b"\n")
             tail = lines.pop()
-            for raw in lines:
-                line_no += 1
-                yield line_no, _parse(file, line_no, raw)
+            lines_read += len(lines)
+            yield lines
     if tail.strip():
-        raise BronzeFileError(f"{file.relative}: line {line_no + 1}: truncated (no end of line)")
+        raise BronzeFileError(f"{file.relative}: line {lines_read + 1}: truncated (no end of line)")
 
 
-def _parse(file: BronzeFile, line_no: int, raw: bytes) -> dict[str, Any]:
+def _bad_line(file: BronzeFile, line_no: int, raw: bytes) -> BronzeFileError:
+    """Why the line that failed the fast path cannot load."""
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BronzeFileError(
-            f"{file.relative}: line {line_no}: not valid JSON at column {exc.colno}: {exc.msg}") from None
+        return BronzeFileError(
+            f"{file.relative}: line {line_no}: not valid JSON at column {exc.colno}: {exc.msg}")
     if not isinstance(record, dict):
-        raise BronzeFileError(f"{file.relative}: line {line_no}: not a JSON object")
-    return record
+        return BronzeFileError(f"{file.relative}: line {line_no}: not a JSON object")
+    missing = [name for name in (*file.table.column_names, *COPIED_EXTRA) if name not in record]
+    return BronzeFileError(f"{file.relative}: line {line_no}: missing field {missing[0]!r}")
 
 
 @dataclass
 class _Rows:
-    """A batch of staging rows of one file."""
+    """A batch of COPY rows of one file, in file order (row i is line first_line + i)."""
 
     file: BronzeFile
     rows: list[tuple[Any, ...]]
+    first_line: int
 
 
 @dataclass
@@ -164,60 +165,55 @@ class _FileEnd:
     file: BronzeFile
     sha256: str
     rows: int
-    duplicates: int
     error: str | None = None  # the file cannot load: this line says why
 
 
 def _parsed(files: list[BronzeFile]) -> Iterator[_Rows | _FileEnd]:
-    """Each file as batches of staging rows, then its end; runs ahead on the prefetch thread
-    so that parsing the next file overlaps the database's upsert of the current one."""
+    """Each file as batches of COPY rows, then its end; runs ahead on the prefetch thread so
+    that parsing the next file overlaps the database's work on the current one."""
+    loads = orjson.loads
     for file in files:
-        table = file.table
+        pick = file.table.pick
         digest = hashlib.sha256()
-        keys: set[tuple[Any, ...]] = set()
-        duplicates = rows = 0
-        batch: list[tuple[Any, ...]] = []
+        rows = 0
         try:
-            for line_no, record in _records(file, digest):
+            for lines in _line_chunks(file, digest):
                 try:
-                    row = table.stage_row(record, line_no)
-                except KeyError as exc:
-                    raise BronzeFileError(f"{file.relative}: line {line_no}: missing field {exc}") from None
-                key = row[:len(table.key)]
-                if key in keys:
-                    duplicates += 1
-                else:
-                    keys.add(key)
-                batch.append(row)
-                rows += 1
-                if len(batch) >= ROWS_PER_BATCH:
-                    yield _Rows(file, batch)
-                    batch = []
+                    batch = [pick(loads(raw)) for raw in lines]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    for offset, raw in enumerate(lines):  # the slow path finds the line
+                        try:
+                            pick(loads(raw))
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            raise _bad_line(file, rows + offset + 1, raw) from None
+                    raise
+                yield _Rows(file, batch, rows + 1)
+                rows += len(batch)
         except BronzeFileError as exc:
-            yield _FileEnd(file, "", rows, duplicates, error=str(exc))
+            yield _FileEnd(file, "", rows, error=str(exc))
             continue
-        if batch:
-            yield _Rows(file, batch)
-        yield _FileEnd(file, digest.hexdigest(), rows, duplicates)
+        yield _FileEnd(file, digest.hexdigest(), rows)
 
 
 def _copy_file(conn: psycopg.Connection, statement: sql.Composable, first: _Rows | _FileEnd,
-               items: Iterator[_Rows | _FileEnd], loaded_at: datetime | None = None) -> _FileEnd:
+               items: Iterator[_Rows | _FileEnd]) -> _FileEnd:
     """COPY the rows of `first`'s file, consuming its items; returns the file's end.
 
-    With `loaded_at`, each row's trailing line number is replaced by it (COPY straight into
-    the silver table). However it ends, the file's remaining items are consumed.
+    However it ends, the file's remaining items are consumed. A line that cannot load is named
+    by its number: COPY's own line count is the file's, one row per line.
     """
     file = first.file
     item = first
     try:
         with conn.cursor() as cursor, cursor.copy(statement) as copy:
+            write_row = copy.write_row
             while isinstance(item, _Rows):
-                for row in item.rows:
-                    try:
-                        copy.write_row(row if loaded_at is None else (*row[:-1], loaded_at))
-                    except psycopg.ProgrammingError as exc:  # e.g. an object for a text column
-                        raise BronzeFileError(f"{file.relative}: line {row[-1]}: {exc}") from None
+                try:
+                    for row in item.rows:
+                        write_row(row)
+                except psycopg.ProgrammingError as exc:  # e.g. an object for a text column
+                    line = item.first_line + next(i for i, r in enumerate(item.rows) if r is row)
+                    raise BronzeFileError(f"{file.relative}: line {line}: {exc}") from None
                 item = next(items)
     except psycopg.errors.UniqueViolation:
         raise  # only COPY straight into silver meets a key: its caller falls back to staging
@@ -252,11 +248,11 @@ def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
     table = file.table
     with conn.transaction():
         end: _FileEnd | None = None
+        duplicates = 0
         if _only_new_keys(conn, first):
             try:
                 with conn.transaction():
-                    now = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
-                    end = _copy_file(conn, table.append_sql, first, items, loaded_at=now)
+                    end = _copy_file(conn, table.append_sql, first, items)
                     inserted, updated = end.rows, 0
             except psycopg.errors.UniqueViolation:
                 reread = _parsed([file])  # the stream has moved on: read this file again
@@ -264,17 +260,18 @@ def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
         if end is None:
             conn.execute(table.create_stage_sql)
             end = _copy_file(conn, table.copy_sql, first, items)
+            duplicates = conn.execute(table.count_duplicates_sql).fetchone()[0]  # type: ignore[index]
             conn.execute(PLAN_FOR_SMALL_STAGE)
-            updated = conn.execute(table.update_sql(end.duplicates > 0)).rowcount
-            inserted = conn.execute(table.insert_sql(end.duplicates > 0)).rowcount
+            updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
+            inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
         conn.execute(RECORD_FILE, (file.relative, table.entity, end.sha256, end.rows,
                                    file.batch_id, file.size, file.mtime_ns))
     result.files += 1
     result.rows += end.rows
     result.inserted += inserted
     result.updated += updated
-    result.unchanged += end.rows - end.duplicates - inserted - updated
-    result.duplicates += end.duplicates
+    result.unchanged += end.rows - duplicates - inserted - updated
+    result.duplicates += duplicates
 
 
 def _copy_error_line(exc: psycopg.Error) -> str:

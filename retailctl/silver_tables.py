@@ -13,7 +13,10 @@ from typing import Any
 
 from psycopg import sql
 
-STAGE_EXTRA = (("_ingestion_ts", "timestamptz"), ("_batch_id", "uuid"), ("_line", "bigint"))
+COPIED_EXTRA = ("_ingestion_ts", "_batch_id")  # after the table's own columns, in every row
+# _line numbers the staged rows in file order (COPY fills it): the last line of a key wins.
+STAGE_EXTRA = (("_ingestion_ts", "timestamptz not null"), ("_batch_id", "uuid not null"),
+               ("_line", "bigint generated always as identity"))
 
 # Update the rows that really differ (never with an older _ingestion_ts), then insert the new
 # keys. Two plain statements beat one INSERT … ON CONFLICT by ~40% on this machine (no
@@ -60,32 +63,36 @@ class SilverTable:
         return sql.Identifier(f"stage_{self.name}")
 
     @cached_property
-    def _pick(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-        return operator.itemgetter(*self.column_names, "_ingestion_ts", "_batch_id")
-
-    def stage_row(self, record: dict[str, Any], line_no: int) -> tuple[Any, ...]:
-        """The staging row of a bronze record, values as parsed: COPY checks their types
-        (a float goes as its shortest repr, exact for numeric; never float arithmetic)."""
-        return (*self._pick(record), line_no)
+    def pick(self) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        """The COPY row of a bronze record, values as parsed: COPY checks their types (a float
+        goes as its shortest repr, exact for numeric: never float arithmetic)."""
+        return operator.itemgetter(*self.column_names, *COPIED_EXTRA)
 
     @property
     def create_stage_sql(self) -> sql.Composed:
         columns = [sql.SQL("{} {}{}").format(
             sql.Identifier(name), sql.SQL(kind),
             sql.SQL("" if name in self.nullable else " not null"))
-            for name, kind in (*self.columns, *STAGE_EXTRA)]
+            for name, kind in self.columns]
+        columns += [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind))
+                    for name, kind in STAGE_EXTRA]
         return sql.SQL("create temp table {} ({}) on commit drop").format(
             self.stage, sql.SQL(", ").join(columns))
 
     @property
     def copy_sql(self) -> sql.Composed:
-        names = [*self.column_names, *(name for name, _ in STAGE_EXTRA)]
+        names = [*self.column_names, *COPIED_EXTRA]
         return sql.SQL("copy {} ({}) from stdin").format(
             self.stage, sql.SQL(", ").join(map(sql.Identifier, names)))
 
     @property
+    def count_duplicates_sql(self) -> sql.Composed:
+        key = sql.SQL(", ").join(map(sql.Identifier, self.key))
+        return sql.SQL("select count(*) - count(distinct ({})) from {}").format(key, self.stage)
+
+    @property
     def append_sql(self) -> sql.Composed:
-        names = [*self.column_names, "_ingestion_ts", "_batch_id", "_loaded_at"]
+        names = [*self.column_names, *COPIED_EXTRA]  # _loaded_at: its default, now()
         return sql.SQL("copy {} ({}) from stdin").format(
             sql.Identifier("silver", self.name), sql.SQL(", ").join(map(sql.Identifier, names)))
 

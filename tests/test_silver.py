@@ -229,17 +229,28 @@ def test_the_sum_of_a_million_amounts_is_exact(data_dir: Path, db_url: str) -> N
     assert total == (1_000_000, expected)
 
 
+def wait_for_copy(db_url: str, application_name: str, seconds: float = 30) -> None:
+    """Until that client's COPY is running on the server."""
+    deadline = time.monotonic() + seconds
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        while not conn.execute(
+                "select count(*) from pg_stat_activity where application_name = %s "
+                "and state = 'active' and query ilike 'copy%%'", (application_name,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the load never started its COPY"
+            time.sleep(0.005)
+
+
 def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(tmp_path: Path, db_url: str,
                                                                 reference_db_url: str) -> None:
     data_dir = tmp_path / "killed"
-    big_sales_file(data_dir, 300_000)
+    big_sales_file(data_dir, 600_000)
     write_bronze(data_dir, "customers", [{"customer_id": "C1", "emails": [], "phone_numbers": []}])
     env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
            "RETAIL_DATA_DIR": str(data_dir)}
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     victim = subprocess.Popen([*RETAILCTL, "load"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # start-up is ~0.5 s; the big file takes seconds
+    wait_for_copy(db_url, f"retailctl load pid={victim.pid}")  # mid-COPY of the big file
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with psycopg.connect(db_url) as conn:
