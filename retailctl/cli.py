@@ -13,10 +13,22 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, bronze, console, gold, pipeline, prune, schedule, silver, state, status
+from retailctl import (
+    __version__,
+    bronze,
+    console,
+    gold,
+    pipeline,
+    prune,
+    report,
+    schedule,
+    silver,
+    state,
+    status,
+)
 from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
 from retailctl.db import migrate, open_database, pipeline_lock
-from retailctl.errors import RetailctlError, StepFailed, Terminated
+from retailctl.errors import RetailctlError, Terminated
 from retailctl.records import ENTITIES
 
 app = typer.Typer(
@@ -216,39 +228,12 @@ def load(
                 result = silver.load(
                     database, settings.bronze_dir, dry_run=dry_run,
                     progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
-            report_load(result, dry_run=dry_run, as_json=as_json)
+            report.load(result, dry_run=dry_run, as_json=as_json)
 
     run(ctx, work)
 
 
-def report_load(result: silver.LoadResult, *, dry_run: bool, as_json: bool) -> None:
-    if as_json:
-        console.print_json(result.to_dict())
-    elif dry_run:
-        for path in result.pending:
-            console.say(f"would load {path}")
-        console.say(f"{len(result.pending)} file(s) would load")
-    else:
-        for table in result.tables.values():
-            console.say(table.summary())
-        rate = result.rows / result.seconds if result.seconds else 0.0
-        console.say(f"loaded {result.rows} rows in {result.seconds:.1f}s ({rate:,.0f} rows/s)")
-    for problem in result.errors:
-        console.error(problem)
-    if result.errors:
-        raise StepFailed(f"{len(result.errors)} bronze file(s) not loaded; the others were")
-
-
 # -- gold (dbt) ----------------------------------------------------------------------------
-
-
-def report_dbt(results: list[gold.DbtResult]) -> None:
-    for result in results:
-        for node in result.nodes:
-            detail = f", {node.rows_affected} rows" if node.rows_affected not in (None, -1) else ""
-            if node.kind in ("test", "source"):
-                detail = f", {node.failures} failing row(s)" if node.failures is not None else ""
-            console.say(f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}")
 
 
 @app.command()
@@ -268,7 +253,7 @@ def transform(
         with open_database(settings) as database, \
                 pipeline.single_step(settings, database, "transform"):
             results = gold.transform(settings, database.url, select, full_refresh=full_refresh)
-        console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
+        console.print_json([r.to_dict() for r in results]) if as_json else report.dbt(results)
 
     run(ctx, work)
 
@@ -289,7 +274,7 @@ def test_command(
                 pipeline.single_step(settings, database, "test"), \
                 database.connect(autocommit=True, purpose="test") as conn:
             results = pipeline.run_tests(settings, database, conn, changed=changed)
-            console.print_json([r.to_dict() for r in results]) if as_json else report_dbt(results)
+            console.print_json([r.to_dict() for r in results]) if as_json else report.dbt(results)
             gold.raise_for_failures(results)
 
     run(ctx, work)
@@ -333,24 +318,12 @@ def docs(
 def run_all(ctx: typer.Context) -> None:
     """Extract, load, transform and test, under one lock; stop at the first failing step."""
 
-    def report(step: str, result: Any) -> None:
-        if result is None:
-            console.say(f"{step}: skipped, nothing new in silver since the last build")
-        elif step == "extract":
-            for entity in result:
-                console.say(f"extract {entity.summary()}")
-        elif step == "load":
-            for table in result.tables.values():
-                console.say(f"load {table.summary()}")
-        else:
-            report_dbt(result)
-
     def work() -> None:
         settings = settings_of(ctx)
         with source_settings(settings) as settings, open_database(settings) as database, \
                 console.StepProgress() as progress:
             result = pipeline.run_all(
-                settings, database, on_step=report, warn=console.warn,
+                settings, database, on_step=report.step, warn=console.warn,
                 progress=lambda name, done, pages: progress.update(name, done, f"{pages} pages"))
         console.say(f"run {result.run_id} ({result.trigger}) succeeded in {result.seconds:.1f}s")
 
@@ -364,29 +337,11 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     def work() -> None:
         settings = settings_of(ctx)
         with open_database(settings) as database, database.connect(autocommit=True) as conn:
-            report = status.collect(conn, settings.bronze_dir)
+            collected = status.collect(conn, settings.bronze_dir)
         if as_json:
-            console.print_json(report)
+            console.print_json(collected)
             return
-        cursor = report["cursor"]
-        console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
-                    f"{cursor['last_run_ts'] or 'never'})")
-        console.say(f"lock: {report['lock_holder'] or 'free'}")
-        console.table("recent runs", ("started", "trigger", "status", "seconds", "error"), [
-            (f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["trigger"], r["status"],
-             f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", r["error"] or "")
-            for r in report["runs"]])
-        rows = [("bronze files", name, count) for name, count in report["bronze_files"].items()]
-        rows += [("silver rows", name, "-" if n is None else n)
-                 for name, n in report["silver_rows"].items()]
-        rows += [("gold rows", name, "-" if n is None else n)
-                 for name, n in report["gold_rows"].items()]
-        console.table("rows per layer", ("layer", "table", "count"), rows)
-        console.table("silver freshness", ("table", "last loaded"), [
-            (name, at or "never") for name, at in report["silver_loaded_at"].items()])
-        console.say(f"rejected records: {report['rejected_records']['total']} "
-                    f"({report['rejected_records']['last_24h']} in the last 24 h); "
-                    f"inconsistent sale totals: {report['inconsistent_totals']}")
+        report.status(collected)
 
     run(ctx, work)
 
