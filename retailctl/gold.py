@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from retailctl.config import Settings
-from retailctl.errors import DataTestsFailed, StepFailed
+from retailctl.errors import DataTestsFailed, StepFailed, Terminated
 from retailctl.resources import resource_dir
 
 PROFILE = """\
@@ -142,6 +142,8 @@ def invoke(settings: Settings, database_url: str, args: Sequence[str]) -> DbtRes
         outcome = dbtRunner().invoke([*args, *paths.flags(), "--quiet", "--no-use-colors"])
     result = DbtResult(command=" ".join(args), success=outcome.success,
                        seconds=time.monotonic() - started)
+    if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
+        raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
     if outcome.exception is not None:
         raise StepFailed(settings.redact(f"dbt {result.command} failed: {outcome.exception}"))
     for node_result in getattr(outcome.result, "results", None) or []:
