@@ -83,6 +83,7 @@ class _Batch:
         self.batch_id = str(uuid.uuid4())
         self.stamp = _stamp(self.batch_id, self.moment)
         self._files: dict[tuple[str, bool], NdjsonFile] = {}
+        self._committed = False
 
     def file(self, entity: str, rejected: bool = False) -> NdjsonFile:
         key = (entity, rejected)
@@ -103,7 +104,13 @@ class _Batch:
             ndjson.abort()
 
     def commit(self) -> list[str]:
-        """Make every file durable; returns the paths of the non-rejected ones."""
+        """Make every file durable; returns the paths of the non-rejected ones.
+
+        Once only: a failure after it (the cursor update) must not commit the files twice.
+        """
+        if self._committed:
+            return []
+        self._committed = True
         paths = []
         for (_, rejected), ndjson in self._files.items():
             path = ndjson.commit()

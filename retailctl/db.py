@@ -141,8 +141,7 @@ def pipeline_lock(database: Database, holder: str) -> Iterator[psycopg.Connectio
         got = conn.execute("select pg_try_advisory_lock(%s, %s)",
                            (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
         if not (got and got[0]):
-            row = conn.execute(LOCK_HOLDER_QUERY, (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
-            who = f"{row[0]} (since {row[1]:%Y-%m-%d %H:%M:%S %Z})" if row else "another run"
+            who = lock_holder(conn) or "another run"
             raise LockHeld(f"another retailctl run holds the lock: {who}; try again later")
         yield conn
     finally:

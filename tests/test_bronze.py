@@ -415,3 +415,30 @@ def test_records_without_usable_ids_are_rejected_and_never_loop(data_dir: Path, 
     assert [r["_reject_reason"] for r in bronze_rows(data_dir, "sales", rejected=True)] == \
         ["id missing or not a positive integer"] * 2
     assert results["customers"].rejected == 1
+
+
+def test_429_waits_as_long_as_retry_after_says() -> None:
+    from retailctl.source import SourceClient, make_client
+
+    def throttle_once(request: Request) -> Reply | None:
+        if request.number == 1:
+            return Reply(status=429, body=b'{"detail": "slow down"}', headers={"Retry-After": "7"})
+        return None
+
+    slept: list[float] = []
+    with ScriptedApi(throttle_once) as api, make_client(api.url, API_KEY, 5) as http:
+        client = SourceClient(http, attempts=3, sleep=slept.append)
+        page = client.page("/products", {"limit": 10, "offset": 0})
+    assert slept == [7.0]  # the server's word, not the backoff's
+    assert len(page.items) == 10 and client.retries == 1
+
+
+def test_a_batch_commits_its_files_once(tmp_path: Path) -> None:
+    """A failure after the files are durable (the cursor update) must not commit them again."""
+    batch = bronze._Batch(tmp_path / "bronze")
+    batch.file("sales_customer").write({"id": 1})
+    batch.reject("sales", {"id": 2}, "items missing")
+    paths = batch.commit()
+    assert [Path(p).parent.parent.name for p in paths] == ["sales_customer"]
+    assert batch.commit() == []
+    assert len(list((tmp_path / "bronze").rglob("*.ndjson"))) == 2
