@@ -31,7 +31,7 @@ from common import (
     scratch_database,
 )
 
-from retailctl.silver_tables import TABLES
+from retailctl.load.tables import TABLES
 
 SCHEMA_SQL = Path(__file__).resolve().parents[1] / "schema" / "002_silver.sql"
 

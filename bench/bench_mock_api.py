@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from mock_api import BackgroundServer, DataConfig, MockConfig
+from mock_api import DEFAULT_API_KEY, BackgroundServer, DataConfig, MockConfig
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
         startup = time.perf_counter() - started
         rng = random.Random(1)
         timings = []
-        with httpx.Client(base_url=server.url, headers={"Authorization": "FAKE_KEY_123"}) as client:
+        with httpx.Client(base_url=server.url, headers={"Authorization": DEFAULT_API_KEY}) as client:
             client.get("/sales", params={"limit": 1000})  # warm up
             for _ in range(args.requests):
                 start_id = rng.randint(1, max(args.sales - 1000, 1))

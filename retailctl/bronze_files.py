@@ -1,9 +1,15 @@
-"""Bronze files: private directories, and NDJSON files that are complete or absent."""
+"""The bronze layout, the contract between extract and load.
+
+`<bronze>/<dataset>/dt=YYYY-MM-DD/<UTC timestamp>_<batch id>.ndjson`, where a dataset is one of
+DATASETS (DESIGN.md calls them entities); rejected records under `<bronze>/_rejected/<source
+entity>/…`. Directories are private, and a file is complete or absent.
+"""
 
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +19,9 @@ DIR_MODE = 0o700  # customers' emails and phones are personal data
 FILE_MODE = 0o600
 REJECTED = "_rejected"
 TEMP_SUFFIX = ".tmp"
+DATASETS = ("customers", "products", "sales_customer", "sales_product")
+NAME_TIMESTAMP = "%Y%m%dT%H%M%S%fZ"
+PARTITION_GLOB = "dt=*/*.ndjson"
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -28,12 +37,39 @@ def ensure_private_dir(path: Path) -> None:
 
 def file_name(moment: datetime, batch_id: str) -> str:
     """`<UTC timestamp>_<batch>.ndjson`; the timestamp sorts in write order."""
-    return f"{moment:%Y%m%dT%H%M%S%fZ}_{batch_id}.ndjson"
+    return f"{moment:{NAME_TIMESTAMP}}_{batch_id}.ndjson"
 
 
-def partition_dir(bronze_dir: Path, entity: str, moment: datetime, rejected: bool = False) -> Path:
+@dataclass(frozen=True)
+class FileName:
+    """What a bronze file's name says: when it was written and by which batch."""
+
+    written_at: datetime
+    batch_id: str
+
+
+def parse_file_name(name: str) -> FileName | None:
+    """The inverse of `file_name`; None for a name extract does not write."""
+    stamp, _, rest = name.partition("_")
+    batch_id = rest.removesuffix(".ndjson")
+    if not batch_id or batch_id == rest:
+        return None
+    try:
+        moment = datetime.strptime(stamp, NAME_TIMESTAMP).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return FileName(moment, batch_id)
+
+
+def partition_dir(bronze_dir: Path, dataset: str, moment: datetime, rejected: bool = False) -> Path:
     base = bronze_dir / REJECTED if rejected else bronze_dir
-    return base / entity / f"dt={moment:%Y-%m-%d}"
+    return base / dataset / f"dt={moment:%Y-%m-%d}"
+
+
+def dataset_files(bronze_dir: Path, dataset: str) -> list[Path]:
+    """The files of one dataset (or, with `_rejected/<entity>`, of its rejects), any order."""
+    directory = bronze_dir / dataset
+    return list(directory.glob(PARTITION_GLOB)) if directory.is_dir() else []
 
 
 class NdjsonFile:

@@ -17,7 +17,6 @@ from dotenv import dotenv_values
 
 from retailctl.errors import ConfigError
 
-DEMO_API_KEY = "FAKE_KEY_123"
 REDACTED = "***"
 TRIGGERS = ("cli", "cron", "systemd", "airflow", "test", "bench")
 
@@ -132,20 +131,16 @@ class Settings:
     max_sales_per_run: int
     trigger: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
-    demo_data: bool = False  # pointed at the bundled mock API started for this command
+    serving_demo_data: bool = False  # api_url points at a bundled mock started for this command
 
     @property
-    def demo(self) -> bool:
-        """Demo mode: nothing points at real systems, so the bundled mock API is used."""
+    def demo_mode(self) -> bool:
+        """Nothing points at real systems: the command starts the bundled mock API."""
         return self.api_url is None and self.database_url is None
 
     @property
     def bronze_dir(self) -> Path:
         return self.data_dir / "bronze"
-
-    @property
-    def effective_api_key(self) -> str | None:
-        return self.api_key if self.api_key is not None else (DEMO_API_KEY if self.demo else None)
 
     def require_source(self) -> None:
         """Fail before any work when the source is not configured coherently."""
@@ -154,7 +149,10 @@ class Settings:
                 "RETAIL_API_URL is not set: with RETAIL_DATABASE_URL set retailctl will not load "
                 "demo data into a real warehouse; set RETAIL_API_URL and RETAIL_API_KEY"
             )
-        if self.api_url is not None and self.api_key is None:
+        if self.api_url is None:
+            raise ConfigError("RETAIL_API_URL is not set: set it (and RETAIL_API_KEY), or run "
+                              "the command line in demo mode, which starts the bundled mock API")
+        if self.api_key is None:
             raise ConfigError("RETAIL_API_KEY is not set: the API at RETAIL_API_URL needs a key")
 
     def secrets(self) -> list[str]:

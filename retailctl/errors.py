@@ -9,8 +9,9 @@ RetailctlError (1)
 ├── ContractViolation (1)        the API answered 200 with a body not of the contract's shape
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
 ├── StepFailed (1)               a step failed for another stated reason
-├── DataTestsFailed (3)          dbt data tests failed
-└── Terminated (143)             stopped by SIGTERM after a clean rollback
+└── DataTestsFailed (3)          dbt data tests failed
+
+Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a clean rollback
 """
 
 from __future__ import annotations

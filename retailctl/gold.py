@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+
+from psycopg.conninfo import conninfo_to_dict
 
 from retailctl.config import Settings
 from retailctl.errors import DataTestsFailed, StepFailed, Terminated
@@ -77,21 +78,20 @@ class DbtResult:
 
 
 def dbt_environment(database_url: str) -> dict[str, str]:
-    """The variables the written profile reads; a socket directory works as the host."""
-    parts = urlsplit(database_url)
-    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
-    env = {
-        "RETAIL_DBT_HOST": query.get("host") or parts.hostname or "localhost",
-        "RETAIL_DBT_PORT": str(parts.port or query.get("port") or 5432),
-        "RETAIL_DBT_USER": unquote(parts.username or query.get("user") or "postgres"),
-        "RETAIL_DBT_DBNAME": unquote(parts.path.lstrip("/") or query.get("dbname") or "postgres"),
-        "RETAIL_DBT_SSLMODE": query.get("sslmode", "prefer"),
+    """The variables the written profile reads, from any connection string libpq accepts
+    (URL or key=value; a socket directory works as the host)."""
+    params = conninfo_to_dict(database_url)
+    return {
+        "RETAIL_DBT_HOST": str(params.get("host") or "localhost"),
+        "RETAIL_DBT_PORT": str(params.get("port") or 5432),
+        "RETAIL_DBT_USER": str(params.get("user") or "postgres"),
+        "RETAIL_DBT_DBNAME": str(params.get("dbname") or "postgres"),
+        "RETAIL_DBT_SSLMODE": str(params.get("sslmode") or "prefer"),
+        "DBT_ENV_SECRET_RETAIL_DB_PASSWORD": str(params.get("password") or ""),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",  # no network here, and no telemetry
         # small incremental queries: JIT compilation would cost more than it saves
         "PGOPTIONS": "-c jit=off",
     }
-    env["DBT_ENV_SECRET_RETAIL_DB_PASSWORD"] = unquote(parts.password or query.get("password", ""))
-    return env
 
 
 @dataclass(frozen=True)

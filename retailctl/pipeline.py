@@ -18,10 +18,13 @@ from typing import Any
 import orjson
 import psycopg
 
-from retailctl import bronze, gold, silver
+from retailctl import gold
 from retailctl.config import Settings
-from retailctl.db import Database, pipeline_lock
 from retailctl.errors import StepFailed, Terminated
+from retailctl.extract import Progress, extract
+from retailctl.load import load
+from retailctl.store.db import Database
+from retailctl.store.lock import pipeline_lock
 
 STEPS = ("extract", "load", "transform", "test")
 
@@ -140,7 +143,7 @@ def single_step(settings: Settings, database: Database, step: str) -> Iterator[N
 
 
 def run_all(settings: Settings, database: Database, *, on_step: StepDone | None = None,
-            progress: bronze.Progress | None = None,
+            progress: Progress | None = None,
             warn: Callable[[str], None] | None = None) -> RunResult:
     """Run every step once under the pipeline lock; raises the first step's error."""
     with tracked_run(settings, database, "run-all") as history:
@@ -164,17 +167,17 @@ def run_tests(settings: Settings, database: Database, conn: psycopg.Connection, 
 
 
 def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
-           on_step: StepDone, progress: bronze.Progress | None,
+           on_step: StepDone, progress: Progress | None,
            warn: Callable[[str], None] | None) -> None:
     history.begin("extract")
-    extracted = bronze.extract(settings, database, progress=progress, warn=warn)
+    extracted = extract(settings, database, progress=progress, warn=warn)
     history.record(StepRecord("extract", "success", history.elapsed(), {
         e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
         for e in extracted}))
     on_step("extract", extracted)
 
     history.begin("load")
-    loaded = silver.load(database, settings.bronze_dir)
+    loaded = load(database, settings.bronze_dir)
     history.record(StepRecord("load", "success" if not loaded.errors else "failed",
                               history.elapsed(),
                               {t.table: {"inserted": t.inserted, "updated": t.updated}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from retailctl.bronze_files import fsync_dir
+from retailctl.bronze_files import REJECTED, fsync_dir, parse_file_name
 from retailctl.errors import ConfigError
 
 AGE = re.compile(r"^(\d+)([hdw])$")
@@ -23,14 +23,6 @@ def parse_age(text: str) -> timedelta:
     if not match or int(match.group(1)) == 0:
         raise ConfigError(f"--older-than={text!r} is invalid: expected a number and h, d or w, like 30d")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
-
-
-def written_at(path: Path) -> datetime | None:
-    """The UTC timestamp a bronze file's name starts with."""
-    try:
-        return datetime.strptime(path.name.split("_", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -50,8 +42,8 @@ def prune(conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *,
     result = PruneResult()
     for relative in sorted(loaded):
         path = bronze_dir / relative
-        moment = written_at(path)
-        if relative.startswith("_rejected/") or moment is None or moment >= cutoff:
+        name = parse_file_name(path.name)
+        if relative.startswith(f"{REJECTED}/") or name is None or name.written_at >= cutoff:
             continue
         if not path.is_file():
             continue

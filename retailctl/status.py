@@ -8,9 +8,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from retailctl import state
-from retailctl.db import lock_holder
-from retailctl.silver_tables import TABLES
+from retailctl.bronze_files import REJECTED, dataset_files
+from retailctl.extract.records import ENTITIES
+from retailctl.load.tables import TABLES
+from retailctl.store import state
+from retailctl.store.lock import lock_holder
 
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
                "customers_snapshot")
@@ -40,9 +42,8 @@ def _freshness(conn: psycopg.Connection, table: str) -> Any:
 
 
 def bronze_files(bronze_dir: Path) -> dict[str, int]:
-    counts = {table.entity: len(list((bronze_dir / table.entity).glob("dt=*/*.ndjson")))
-              for table in TABLES}
-    counts["_rejected"] = len(list((bronze_dir / "_rejected").glob("*/dt=*/*.ndjson")))
+    counts = {table.dataset: len(dataset_files(bronze_dir, table.dataset)) for table in TABLES}
+    counts[REJECTED] = sum(len(dataset_files(bronze_dir / REJECTED, entity)) for entity in ENTITIES)
     return counts
 
 

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
 from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
-from retailctl.db import migration_files
-from retailctl.embedded_pg import EmbeddedPostgres
-
-API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = [version for version, _ in migration_files()]
-APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
-RETAILCTL = [sys.executable, "-m", "retailctl"]
-
-
-def database_url(base_url: str, name: str) -> str:
-    parts = urlsplit(base_url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+from retailctl.store.embedded import EmbeddedPostgres
+from tests.helpers import API_KEY, fresh_database
 
 
 @pytest.fixture(autouse=True)
@@ -52,19 +35,6 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.admin_url
     finally:
         server.destroy()
-
-
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, empty database on the test server, dropped afterwards."""
-    name = f"retailctl_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'create database "{name}"')
-    try:
-        yield database_url(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture
@@ -123,32 +93,3 @@ def cli_env(db_url: str, data_dir: Path, mock_api: BackgroundServer) -> dict[str
         "RETAIL_DATA_DIR": str(data_dir),
         "RETAIL_HTTP_RETRIES": "8",
     }
-
-
-def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real `retailctl` in a child process, output captured (so not a terminal)."""
-    return subprocess.run([*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def retailctl_executable() -> str:
-    found = shutil.which("retailctl", path=str(Path(sys.executable).parent))
-    assert found, "retailctl console script not installed next to this python"
-    return found
-
-
-def postgres_processes_for(fragment: str) -> list[int]:
-    """PIDs of postgres processes whose command line names a path containing `fragment`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            status = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if "postgres" in cmdline and fragment in cmdline and status != "Z":
-            pids.append(int(entry.name))
-    return pids

@@ -8,53 +8,25 @@ import subprocess
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import orjson
 import psycopg
 import pytest
 
-from mock_api import DataConfig, FaultConfig, RetailData
-from retailctl import bronze
-from retailctl.config import Settings, load_settings
-from retailctl.db import open_database
-from tests.conftest import API_KEY, RETAILCTL, run_cli
-from tests.scripted_api import Reply, Request, ScriptedApi
-
-
-def settings_for(data_dir: Path, db_url: str, api_url: str, **env: str) -> Settings:
-    environ = {"RETAIL_DATA_DIR": str(data_dir), "RETAIL_DATABASE_URL": db_url,
-               "RETAIL_API_URL": api_url, "RETAIL_API_KEY": API_KEY, **env}
-    return load_settings(environ=environ, env_file=data_dir / "no.env")
-
-
-def extract(settings: Settings, **kwargs: Any) -> list[bronze.EntityResult]:
-    with open_database(settings) as database:
-        return bronze.extract(settings, database, **kwargs)
-
-
-def bronze_rows(data_dir: Path, entity: str, rejected: bool = False) -> list[dict[str, Any]]:
-    base = data_dir / "bronze" / ("_rejected" if rejected else "") / entity
-    rows = []
-    for path in sorted(base.rglob("*.ndjson"), key=lambda p: p.name):
-        rows += [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    return rows
-
-
-def source_sales(config: DataConfig) -> dict[int, dict[str, Any]]:
-    data = RetailData(config)
-    return {sale["id"]: sale for sale in (data.sale(k) for k in range(config.sales))}
-
-
-def cursor_of(db_url: str) -> int | None:
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("select last_sales_id from meta.ingestion_state "
-                           "where source_name = 'sales'").fetchone()
-    return row[0] if row else None
-
-
-def by_entity(results: list[bronze.EntityResult]) -> dict[str, bronze.EntityResult]:
-    return {result.entity: result for result in results}
+from mock_api import DataConfig, FaultConfig
+from retailctl.extract.batch import Batch
+from tests.helpers import (
+    API_KEY,
+    RETAILCTL,
+    bronze_rows,
+    by_entity,
+    cursor_of,
+    extract,
+    run_cli,
+    settings_for,
+    source_sales,
+)
+from tests.helpers.scripted_api import Reply, Request, ScriptedApi
 
 
 def test_full_then_incremental_extraction_after_the_source_grows(start_mock, data_dir: Path,
@@ -383,7 +355,7 @@ def test_demo_mode_says_so_first(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set")
     assert lines[1].startswith("products: 200 records, 0 rejected, 1 file(s)")
-    from retailctl.embedded_pg import EmbeddedPostgres
+    from retailctl.store.embedded import EmbeddedPostgres
 
     EmbeddedPostgres(tmp_path / "data").destroy()
 
@@ -418,7 +390,7 @@ def test_records_without_usable_ids_are_rejected_and_never_loop(data_dir: Path, 
 
 
 def test_429_waits_as_long_as_retry_after_says() -> None:
-    from retailctl.source import SourceClient, make_client
+    from retailctl.extract.source import SourceClient, make_client
 
     def throttle_once(request: Request) -> Reply | None:
         if request.number == 1:
@@ -435,7 +407,7 @@ def test_429_waits_as_long_as_retry_after_says() -> None:
 
 def test_a_batch_commits_its_files_once(tmp_path: Path) -> None:
     """A failure after the files are durable (the cursor update) must not commit them again."""
-    batch = bronze._Batch(tmp_path / "bronze")
+    batch = Batch(tmp_path / "bronze")
     batch.file("sales_customer").write({"id": 1})
     batch.reject("sales", {"id": 2}, "items missing")
     paths = batch.commit()

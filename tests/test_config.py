@@ -8,7 +8,7 @@ import pytest
 
 from retailctl.config import load_settings, redact_url
 from retailctl.errors import ConfigError
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -29,16 +29,16 @@ def test_precedence_option_over_environment_over_env_file_over_default(tmp_path:
 
 def test_defaults_are_demo_mode(tmp_path: Path) -> None:
     settings = load_settings(environ={}, env_file=tmp_path / "missing.env")
-    assert settings.demo
+    assert settings.demo_mode
     assert settings.page_size == 250
     assert settings.data_dir == Path.cwd() / "data"
-    assert settings.effective_api_key == "FAKE_KEY_123"
+    assert settings.api_key is None  # the demo command line supplies the mock's own key
 
 
 def test_database_without_api_url_refuses_demo_data(tmp_path: Path) -> None:
     settings = load_settings(environ={"RETAIL_DATABASE_URL": "postgresql://u@h/db"},
                              env_file=tmp_path / "none")
-    assert not settings.demo
+    assert not settings.demo_mode
     with pytest.raises(ConfigError, match="RETAIL_API_URL is not set"):
         settings.require_source()
 

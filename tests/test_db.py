@@ -8,10 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from retailctl.db import connect, migrate, migration_files
-from retailctl.embedded_pg import EmbeddedPostgres
 from retailctl.errors import CredentialsRejected
-from tests.conftest import APPLIED_ALL, run_cli
+from retailctl.store.db import connect
+from retailctl.store.embedded import EmbeddedPostgres
+from retailctl.store.migrations import migrate, migration_files
+from tests.helpers import APPLIED_ALL, run_cli
 
 SILVER_AND_META_TABLES = {
     ("meta", "ingestion_state"), ("meta", "loaded_files"), ("meta", "pipeline_runs"),

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import psycopg
 
-from retailctl.embedded_pg import EmbeddedPostgres
-from tests.conftest import APPLIED_ALL, VERSIONS, postgres_processes_for, retailctl_executable, run_cli
+from retailctl.store.embedded import EmbeddedPostgres
+from tests.helpers import APPLIED_ALL, VERSIONS, postgres_processes_for, retailctl_executable, run_cli
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from retailctl.embedded_pg import EmbeddedPostgres
+from retailctl.store.embedded import EmbeddedPostgres
 server = EmbeddedPostgres(Path(sys.argv[1]))
 print(server.start(), flush=True)
 sys.stdin.readline()
@@ -134,7 +134,7 @@ def test_root_never_widens_a_home_directory(tmp_path: Path) -> None:
 
 def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(start_mock, data_dir: Path) -> None:
     from mock_api import FaultConfig
-    from tests.conftest import API_KEY, RETAILCTL
+    from tests.helpers import API_KEY, RETAILCTL
 
     server = start_mock(sales=5_000, faults=FaultConfig(latency_ms=30))
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
@@ -158,7 +158,8 @@ def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(start_mock, 
 
 def test_copied_binaries_run_where_the_venv_is_private(tmp_path: Path) -> None:
     """As root with a venv in a 0700 directory, the binaries are copied with their libraries."""
-    from retailctl.embedded_pg import copy_binaries, wheel_bin_dir
+    from retailctl.store.embedded import wheel_bin_dir
+    from retailctl.store.provision import copy_binaries
 
     copied = copy_binaries(wheel_bin_dir(), base_dir=tmp_path)
     assert copied == copy_binaries(wheel_bin_dir(), base_dir=tmp_path)  # copied once

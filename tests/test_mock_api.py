@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig, create_app
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 
 
 def get(server: BackgroundServer, path: str, **params: int) -> httpx.Response:

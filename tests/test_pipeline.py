@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from mock_api import DataConfig, FaultConfig, RetailData
-from retailctl import records
-from tests.conftest import RETAILCTL, run_cli
+from retailctl.extract import records
+from tests.helpers import RETAILCTL, run_cli
 
 FACT_COLUMNS = ("sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
                 "product_description, item_quantity, item_amount, unit_amount, discount_perc")

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,52 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from retailctl import silver
-from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
-from retailctl.config import load_settings
-from retailctl.db import open_database
-from tests.conftest import RETAILCTL, run_cli
-from tests.test_bronze import extract, settings_for
-
-CHECKSUM = """
-select count(*), md5(coalesce(string_agg(row_text, '|' order by row_text), ''))
-from (select ({columns})::text as row_text from silver.{table}) t
-"""
-BUSINESS_COLUMNS = {
-    "customers": "customer_id, emails, phone_numbers, _ingestion_ts, _batch_id",
-    "products": "product_sku, description, unit_amount, supplier, _ingestion_ts, _batch_id",
-    "sales_customer": "id, datetime, total_amount, customer_id, _ingestion_ts, _batch_id",
-    "sales_product": "sale_id, line_no, product_sku, quantity, amount, _ingestion_ts, _batch_id",
-}
-
-
-def checksums(db_url: str, with_loaded_at: bool = False) -> dict[str, tuple[int, str]]:
-    result = {}
-    with psycopg.connect(db_url) as conn:
-        for table, columns in BUSINESS_COLUMNS.items():
-            columns += ", _loaded_at" if with_loaded_at else ""
-            row = conn.execute(CHECKSUM.format(columns=columns, table=table)).fetchone()
-            assert row is not None
-            result[table] = (row[0], row[1])
-    return result
-
-
-def load(data_dir: Path, db_url: str, **kwargs: Any) -> silver.LoadResult:
-    settings = load_settings(environ={"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
-                                      "RETAIL_DATA_DIR": str(data_dir)}, env_file=data_dir / "none")
-    with open_database(settings) as database:
-        return silver.load(database, settings.bronze_dir, **kwargs)
-
-
-def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
-                 moment: datetime | None = None) -> Path:
-    moment = moment or datetime.now(UTC)
-    batch = str(uuid.uuid4())
-    stamp = {"_ingestion_ts": moment.isoformat(), "_batch_id": batch}
-    ndjson = NdjsonFile(partition_dir(data_dir / "bronze", entity, moment), file_name(moment, batch))
-    for row in rows:
-        ndjson.write({**row, **stamp})
-    return ndjson.commit()
+from tests.helpers import RETAILCTL, checksums, extract, load, run_cli, settings_for, write_bronze
 
 
 def line(sale_id: int, line_no: int, amount: float, sku: str = "SKU-1", quantity: int = 1) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import psycopg
 
 from retailctl import schedule
-from tests.conftest import run_cli
-from tests.test_silver import load, write_bronze
+from tests.helpers import load, run_cli, write_bronze
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -47,9 +47,10 @@ class SourceClient:
         self._limit_cap: int | None = None
 
     def page(self, path: str, params: Mapping[str, int]) -> Page:
+        """One page; a `limit` above what the API accepted before is lowered to that."""
         params = dict(params)
-        if self._limit_cap is not None and params.get("limit", 0) > self._limit_cap:
-            params["limit"] = self._limit_cap
+        if "limit" in params:
+            params["limit"] = self.effective_limit(params["limit"])
         response = self._get(path, params)
         if response.status_code == 422 and params.get("limit", 0) > ORIGINAL_MAX_LIMIT:
             self.warn(f"GET {path} refused limit={params['limit']}; "
@@ -61,9 +62,9 @@ class SourceClient:
                                     f"{_excerpt(response.content)}")
         return parse_page(path, response.content)
 
-    @property
-    def limit_cap(self) -> int | None:
-        return self._limit_cap
+    def effective_limit(self, wanted: int) -> int:
+        """The page size to ask for: `wanted`, or less once the API refused it."""
+        return min(wanted, self._limit_cap) if self._limit_cap else wanted
 
     def _get(self, path: str, params: Mapping[str, int]) -> httpx.Response:
         last_problem = ""

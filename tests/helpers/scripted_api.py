@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from mock_api import DataConfig, RetailData
-from tests.conftest import API_KEY
+from tests.helpers import API_KEY
 
 
 @dataclass

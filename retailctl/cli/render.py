@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from retailctl import console, gold, silver
+from retailctl import gold
+from retailctl.cli import console
 from retailctl.errors import StepFailed
+from retailctl.load import LoadResult
 
 
-def load(result: silver.LoadResult, *, dry_run: bool, as_json: bool) -> None:
+def render_load(result: LoadResult, *, dry_run: bool, as_json: bool) -> None:
     """The load summary; a file that did not load is an error line each, and exit 1."""
     if as_json:
         console.print_json(result.to_dict())
@@ -27,7 +29,7 @@ def load(result: silver.LoadResult, *, dry_run: bool, as_json: bool) -> None:
         raise StepFailed(f"{len(result.errors)} bronze file(s) not loaded; the others were")
 
 
-def dbt(results: list[gold.DbtResult]) -> None:
+def render_dbt(results: list[gold.DbtResult]) -> None:
     """One line per dbt node: models with their rows, tests with their failing rows."""
     for result in results:
         for node in result.nodes:
@@ -37,7 +39,7 @@ def dbt(results: list[gold.DbtResult]) -> None:
             console.say(f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}")
 
 
-def step(name: str, result: Any) -> None:
+def render_step(name: str, result: Any) -> None:
     """One run-all step's outcome (None: skipped)."""
     if result is None:
         console.say(f"{name}: skipped, nothing new in silver since the last build")
@@ -48,10 +50,10 @@ def step(name: str, result: Any) -> None:
         for table in result.tables.values():
             console.say(f"load {table.summary()}")
     else:
-        dbt(result)
+        render_dbt(result)
 
 
-def status(collected: dict[str, Any]) -> None:
+def render_status(collected: dict[str, Any]) -> None:
     """What `retailctl status` shows a person on call."""
     cursor = collected["cursor"]
     console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "

@@ -45,7 +45,7 @@ select set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin'
 @dataclass(frozen=True)
 class SilverTable:
     name: str
-    entity: str  # the bronze directory
+    dataset: str  # the bronze directory its files are in
     key: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]  # (name, type), key columns first
     nullable: frozenset[str] = frozenset()
@@ -149,4 +149,3 @@ TABLES: tuple[SilverTable, ...] = (
                 (("sale_id", "bigint"), ("line_no", "int"), ("product_sku", "text"),
                  ("quantity", "int"), ("amount", "numeric")), append_key="sale_id"),
 )
-TABLES_BY_NAME = {table.name: table for table in TABLES}

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-ENTITIES = ("customers", "products", "sales")
+ENTITIES = ("customers", "products", "sales")  # what extract reads, in this order
 CUSTOMER_KEY = "customer_id"
 PRODUCT_KEY = "product_sku"
 
@@ -105,6 +105,15 @@ def _line_reject_reason(item: Any) -> str | None:
     amount = item.get("amount")
     if not _is_number(amount) or amount < 0:
         return "amount missing, not a number or negative"
+    return None
+
+
+def sale_id_of(sale: Any) -> int | None:
+    """The sale's id when it is an integer (valid or not), else None."""
+    if isinstance(sale, dict):
+        sale_id = sale.get("id")
+        if isinstance(sale_id, int) and not isinstance(sale_id, bool):
+            return sale_id
     return None
 
 

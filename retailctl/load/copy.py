@@ -1,126 +1,22 @@
-"""`load`: every Bronze file into the Silver tables exactly once, at close to COPY speed.
-
-One transaction per file: COPY into a temporary staging table, update the keyed table's rows
-that really differ (never with an older `_ingestion_ts`), insert the new keys, record the file
-in the manifest. A crash at any instant rolls the file back whole; the next load takes it again.
-"""
+"""Loading one bronze file in one transaction: parse, COPY, upsert, record in the manifest."""
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import psycopg
 from psycopg import sql
 
-from retailctl.bronze_files import REJECTED
-from retailctl.db import Database
 from retailctl.errors import BronzeFileError
-from retailctl.prefetch import prefetch
-from retailctl.silver_tables import COPIED_EXTRA, PLAN_FOR_SMALL_STAGE, TABLES, SilverTable
+from retailctl.load.files import READ_CHUNK, BronzeFile, record_loaded
+from retailctl.load.result import TableResult
+from retailctl.load.tables import COPIED_EXTRA, PLAN_FOR_SMALL_STAGE
 
-READ_CHUNK = 1 << 20
-ROWS_PER_BATCH = 5_000
 PREFETCH_BATCHES = 8  # bounded memory: at most this many batches parsed ahead
-
-MANIFEST_QUERY = "select path, sha256, size_bytes, mtime_ns from meta.loaded_files"
-RECORD_FILE = """
-insert into meta.loaded_files (path, entity, sha256, rows, batch_id, loaded_at, size_bytes, mtime_ns)
-values (%s, %s, %s, %s, %s, now(), %s, %s)
-"""
-
-Progress = Callable[[str, int, int], None]  # table, rows so far, files so far
-
-
-@dataclass(frozen=True)
-class BronzeFile:
-    path: Path
-    relative: str  # the manifest key: the path below the bronze dir
-    table: SilverTable
-    size: int
-    mtime_ns: int
-
-    @property
-    def batch_id(self) -> str | None:
-        name = self.path.stem
-        return name.split("_", 1)[1] if "_" in name else None
-
-
-@dataclass
-class TableResult:
-    table: str
-    files: int = 0
-    rows: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    duplicates: int = 0
-
-    def summary(self) -> str:
-        return (f"{self.table}: {self.files} file(s), {self.rows} rows: {self.inserted} inserted, "
-                f"{self.updated} updated, {self.unchanged} unchanged")
-
-
-@dataclass
-class LoadResult:
-    tables: dict[str, TableResult] = field(
-        default_factory=lambda: {t.name: TableResult(t.name) for t in TABLES})
-    pending: list[str] = field(default_factory=list)  # with --dry-run: what would load
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return sum(t.rows for t in self.tables.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def find_files(bronze_dir: Path) -> list[BronzeFile]:
-    """Every bronze file of a silver entity, in the order they were written (name = timestamp)."""
-    found = []
-    for order, table in enumerate(TABLES):
-        entity_dir = bronze_dir / table.entity
-        if not entity_dir.is_dir():
-            continue
-        for path in entity_dir.glob("dt=*/*.ndjson"):
-            stat = path.stat()
-            found.append((path.name, order, BronzeFile(
-                path, str(path.relative_to(bronze_dir)), table, stat.st_size, stat.st_mtime_ns)))
-    assert REJECTED not in {table.entity for table in TABLES}
-    return [file for _, _, file in sorted(found, key=lambda item: item[:2])]
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def pending_files(conn: psycopg.Connection, files: list[BronzeFile]) -> tuple[list[BronzeFile], list[str]]:
-    """Files not yet in the manifest; and errors for loaded files whose content changed since."""
-    manifest = {row[0]: row[1:] for row in conn.execute(MANIFEST_QUERY)}
-    pending, errors = [], []
-    for file in files:
-        known = manifest.get(file.relative)
-        if known is None:
-            pending.append(file)
-            continue
-        sha256, size, mtime_ns = known
-        if (size, mtime_ns) == (file.size, file.mtime_ns):
-            continue  # untouched since it was loaded
-        if sha256_of(file.path) != sha256:
-            errors.append(f"{file.relative}: changed after it was loaded (sha256 differs); "
-                          "bronze is append-only: restore the file or move it aside")
-    return pending, errors
 
 
 def _line_chunks(file: BronzeFile, digest: Any) -> Iterator[list[bytes]]:
@@ -168,7 +64,7 @@ class _FileEnd:
     error: str | None = None  # the file cannot load: this line says why
 
 
-def _parsed(files: list[BronzeFile]) -> Iterator[_Rows | _FileEnd]:
+def parsed_files(files: list[BronzeFile]) -> Iterator[_Rows | _FileEnd]:
     """Each file as batches of COPY rows, then its end; runs ahead on the prefetch thread so
     that parsing the next file overlaps the database's work on the current one."""
     loads = orjson.loads
@@ -236,7 +132,7 @@ def _only_new_keys(conn: psycopg.Connection, first: _Rows | _FileEnd) -> bool:
     return row is None or row[0] is None or first.rows[0][0] > row[0]
 
 
-def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
+def load_file(conn: psycopg.Connection, first: _Rows | _FileEnd,
               items: Iterator[_Rows | _FileEnd], result: TableResult) -> None:
     """Load the file `first` belongs to in one transaction, consuming its items.
 
@@ -255,7 +151,7 @@ def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
                     end = _copy_file(conn, table.append_sql, first, items)
                     inserted, updated = end.rows, 0
             except psycopg.errors.UniqueViolation:
-                reread = _parsed([file])  # the stream has moved on: read this file again
+                reread = parsed_files([file])  # the stream has moved on: read this file again
                 first, items = next(reread), reread
         if end is None:
             conn.execute(table.create_stage_sql)
@@ -264,8 +160,7 @@ def _load_one(conn: psycopg.Connection, first: _Rows | _FileEnd,
             conn.execute(PLAN_FOR_SMALL_STAGE)
             updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
             inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
-        conn.execute(RECORD_FILE, (file.relative, table.entity, end.sha256, end.rows,
-                                   file.batch_id, file.size, file.mtime_ns))
+        record_loaded(conn, file, end.sha256, end.rows)
     result.files += 1
     result.rows += end.rows
     result.inserted += inserted
@@ -283,30 +178,3 @@ def _copy_error_line(exc: psycopg.Error) -> str:
         return message
     number = context[marker + 7:].split(",", 1)[0].split(":", 1)[0]
     return f"line {number}: {message}"
-
-
-def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
-         progress: Progress | None = None) -> LoadResult:
-    """Load every pending bronze file; a bad file fails alone (listed in `errors`)."""
-    started = time.monotonic()
-    result = LoadResult()
-    with database.connect(autocommit=True, purpose="load") as conn:
-        pending, result.errors = pending_files(conn, find_files(bronze_dir))
-        if dry_run:
-            result.pending = [file.relative for file in pending]
-            return result
-        items = prefetch(_parsed(pending), depth=PREFETCH_BATCHES)
-        for first in items:
-            table_result = result.tables[first.file.table.name]
-            try:
-                _load_one(conn, first, items, table_result)
-            except BronzeFileError as exc:
-                result.errors.append(str(exc))
-            if progress:
-                progress(table_result.table, table_result.rows, table_result.files)
-        for table in TABLES:  # fresh statistics: Gold's incremental plans depend on them
-            changed = result.tables[table.name]
-            if changed.inserted or changed.updated:
-                conn.execute(table.analyze_sql)
-    result.seconds = time.monotonic() - started
-    return result

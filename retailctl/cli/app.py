@@ -13,23 +13,17 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import (
-    __version__,
-    bronze,
-    console,
-    gold,
-    pipeline,
-    prune,
-    report,
-    schedule,
-    silver,
-    state,
-    status,
-)
-from retailctl.config import DEMO_API_KEY, SETTING_SPECS, Settings, load_settings
-from retailctl.db import migrate, open_database, pipeline_lock
+from retailctl import __version__, gold, pipeline, prune, schedule, status
+from retailctl.cli import console
+from retailctl.cli.render import render_dbt, render_load, render_status, render_step
+from retailctl.config import SETTING_SPECS, Settings, load_settings
 from retailctl.errors import RetailctlError, Terminated
-from retailctl.records import ENTITIES
+from retailctl.extract import ENTITIES, extract
+from retailctl.load import load
+from retailctl.store import state
+from retailctl.store.db import open_database
+from retailctl.store.lock import pipeline_lock
+from retailctl.store.migrations import migrate
 
 app = typer.Typer(
     name="retailctl",
@@ -48,7 +42,7 @@ app.add_typer(state_app, name="state")
 bronze_app = typer.Typer(help="Bronze file housekeeping.", no_args_is_help=True)
 app.add_typer(bronze_app, name="bronze")
 
-T = TypeVar("T")
+T = TypeVar("T")  # what a command body returns
 
 
 @dataclasses.dataclass
@@ -87,10 +81,10 @@ def root(
 
 
 def settings_of(ctx: typer.Context) -> Settings:
-    state: CliState = ctx.find_root().obj
-    if state.settings is None:
-        state.settings = load_settings(state.overrides)
-    return state.settings
+    cli_state: CliState = ctx.find_root().obj
+    if cli_state.settings is None:
+        cli_state.settings = load_settings(cli_state.overrides)
+    return cli_state.settings
 
 
 def run(ctx: typer.Context, action: Callable[[], T]) -> T:
@@ -109,9 +103,9 @@ def run(ctx: typer.Context, action: Callable[[], T]) -> T:
 
 
 def _fail(ctx: typer.Context, message: str, code: int, detail: str = "") -> NoReturn:
-    state: CliState | None = ctx.find_root().obj
-    if state is not None and state.settings is not None:
-        message, detail = state.settings.redact(message), state.settings.redact(detail)
+    cli_state: CliState | None = ctx.find_root().obj
+    if cli_state is not None and cli_state.settings is not None:
+        message, detail = cli_state.settings.redact(message), cli_state.settings.redact(detail)
     if detail:
         console.notice(detail)
     console.error(message)
@@ -121,18 +115,19 @@ def _fail(ctx: typer.Context, message: str, code: int, detail: str = "") -> NoRe
 @contextlib.contextmanager
 def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Settings]:
     """The settings to extract with: in demo mode, pointed at a mock API started for the command."""
-    settings.require_source()
-    if not settings.demo:
+    if not settings.demo_mode:
+        settings.require_source()
         yield settings
         return
-    from mock_api import BackgroundServer, MockConfig
+    from mock_api import DEFAULT_API_KEY, BackgroundServer, MockConfig
 
     with BackgroundServer(MockConfig()) as server:
         notice = (f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
                   f"generated demo data from the bundled mock API at {server.url} and an embedded "
                   f"PostgreSQL under {settings.data_dir}")
         (console.notice if quiet else console.say)(notice)
-        yield dataclasses.replace(settings, api_url=server.url, api_key=DEMO_API_KEY, demo_data=True)
+        yield dataclasses.replace(settings, api_url=server.url, api_key=DEFAULT_API_KEY,
+                                  serving_demo_data=True)
 
 
 # -- config and database -------------------------------------------------------------------
@@ -147,7 +142,7 @@ def config_command(ctx: typer.Context) -> None:
         rows = [(spec.env, settings.display_value(spec.name), settings.sources[spec.name])
                 for spec in SETTING_SPECS]
         console.table("retailctl settings", ("setting", "value", "source"), rows)
-        mode = "demo (bundled mock API, embedded PostgreSQL)" if settings.demo else (
+        mode = "demo (bundled mock API, embedded PostgreSQL)" if settings.demo_mode else (
             "embedded PostgreSQL" if settings.database_url is None else "configured database")
         console.say(f"mode: {mode}")
 
@@ -173,8 +168,8 @@ def db_migrate(ctx: typer.Context) -> None:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON summary document.")]
 
 
-@app.command()
-def extract(
+@app.command("extract")
+def extract_command(
     ctx: typer.Context,
     entity: Annotated[list[str] | None, typer.Option(
         help="Only this entity (repeatable): customers, products, sales.",
@@ -196,12 +191,13 @@ def extract(
         with source_settings(settings, quiet=as_json) as settings, \
                 open_database(settings) as database, pipeline.single_step(settings, database, "extract"), \
                 console.StepProgress() as progress:
-            results = bronze.extract(
+            results = extract(
                 settings, database, entities=entities, from_id=from_id,
                 progress=lambda name, done, pages: progress.update(name, done, f"{pages} pages"),
                 warn=console.warn)
         if as_json:
-            console.print_json({"demo": settings.demo_data, "entities": [r.to_dict() for r in results]})
+            console.print_json({"demo": settings.serving_demo_data,
+                                "entities": [r.to_dict() for r in results]})
         else:
             for result in results:
                 console.say(result.summary())
@@ -212,8 +208,8 @@ def extract(
 # -- load ----------------------------------------------------------------------------------
 
 
-@app.command()
-def load(
+@app.command("load")
+def load_command(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option(help="List the files that would load; change nothing.")
                        ] = False,
@@ -225,10 +221,10 @@ def load(
         settings = settings_of(ctx)
         with open_database(settings) as database, pipeline.single_step(settings, database, "load"):
             with console.StepProgress("rows") as progress:
-                result = silver.load(
+                result = load(
                     database, settings.bronze_dir, dry_run=dry_run,
                     progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
-            report.load(result, dry_run=dry_run, as_json=as_json)
+            render_load(result, dry_run=dry_run, as_json=as_json)
 
     run(ctx, work)
 
@@ -253,7 +249,7 @@ def transform(
         with open_database(settings) as database, \
                 pipeline.single_step(settings, database, "transform"):
             results = gold.transform(settings, database.url, select, full_refresh=full_refresh)
-        console.print_json([r.to_dict() for r in results]) if as_json else report.dbt(results)
+        console.print_json([r.to_dict() for r in results]) if as_json else render_dbt(results)
 
     run(ctx, work)
 
@@ -274,7 +270,7 @@ def test_command(
                 pipeline.single_step(settings, database, "test"), \
                 database.connect(autocommit=True, purpose="test") as conn:
             results = pipeline.run_tests(settings, database, conn, changed=changed)
-            console.print_json([r.to_dict() for r in results]) if as_json else report.dbt(results)
+            console.print_json([r.to_dict() for r in results]) if as_json else render_dbt(results)
             gold.raise_for_failures(results)
 
     run(ctx, work)
@@ -323,7 +319,7 @@ def run_all(ctx: typer.Context) -> None:
         with source_settings(settings) as settings, open_database(settings) as database, \
                 console.StepProgress() as progress:
             result = pipeline.run_all(
-                settings, database, on_step=report.step, warn=console.warn,
+                settings, database, on_step=render_step, warn=console.warn,
                 progress=lambda name, done, pages: progress.update(name, done, f"{pages} pages"))
         console.say(f"run {result.run_id} ({result.trigger}) succeeded in {result.seconds:.1f}s")
 
@@ -341,7 +337,7 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if as_json:
             console.print_json(collected)
             return
-        report.status(collected)
+        render_status(collected)
 
     run(ctx, work)
 
@@ -489,12 +485,12 @@ def api_serve(
         min=0, help="The last N products are sold but not listed by /products.")] = 0,
     customer_version: Annotated[int, typer.Option(
         min=0, help="Bump to change some customers' emails.")] = 0,
-    api_key: Annotated[str, typer.Option(
-        envvar="RETAIL_API_KEY", help="The key clients must send.", show_default=False)
-    ] = "FAKE_KEY_123",
+    api_key: Annotated[str | None, typer.Option(
+        envvar="RETAIL_API_KEY", help="The key clients must send [default: the demo key].",
+        show_default=False)] = None,
 ) -> None:
     """Serve the bundled mock retail API (docs at /docs)."""
-    from mock_api import DataConfig, FaultConfig, MockConfig
+    from mock_api import DEFAULT_API_KEY, DataConfig, FaultConfig, MockConfig
     from mock_api.server import serve
 
     config = MockConfig(
@@ -504,7 +500,7 @@ def api_serve(
                         customer_version=customer_version),
         faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate,
                            latency_ms=latency_ms),
-        api_key=api_key,
+        api_key=api_key or DEFAULT_API_KEY,
     )
     console.notice(f"mock retail API on http://{host}:{port} (docs at /docs)")
     serve(config, host=host, port=port)

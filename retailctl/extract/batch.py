@@ -1,0 +1,62 @@
+"""One batch of bronze files (an entity's files and its rejects), made durable together."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+
+
+class Batch:
+    """The files of one batch: one per dataset (and one per rejected entity), committed together.
+
+    Every record written carries the batch's `_ingestion_ts` and `_batch_id` (`stamp`).
+    """
+
+    def __init__(self, bronze_dir: Path) -> None:
+        self.bronze_dir = bronze_dir
+        self.moment = datetime.now(UTC)
+        self.batch_id = str(uuid.uuid4())
+        self.stamp = {"_ingestion_ts": self.moment.isoformat(), "_batch_id": self.batch_id}
+        self._files: dict[tuple[str, bool], NdjsonFile] = {}
+        self._committed = False
+
+    def file(self, dataset: str, rejected: bool = False) -> NdjsonFile:
+        key = (dataset, rejected)
+        if key not in self._files:
+            directory = partition_dir(self.bronze_dir, dataset, self.moment, rejected)
+            self._files[key] = NdjsonFile(directory, file_name(self.moment, self.batch_id))
+        return self._files[key]
+
+    def reject(self, entity: str, record: Any, reason: str) -> None:
+        row = dict(record) if isinstance(record, dict) else {"_record": record}
+        row.update(self.stamp)
+        row["_reject_reason"] = reason
+        self.file(entity, rejected=True).write(row)
+
+    def discard(self, dataset: str) -> None:
+        ndjson = self._files.pop((dataset, False), None)
+        if ndjson is not None:
+            ndjson.abort()
+
+    def commit(self) -> list[str]:
+        """Make every file durable; returns the paths of the non-rejected ones.
+
+        Once only: a failure after it (the cursor update) must not commit the files twice.
+        """
+        if self._committed:
+            return []
+        self._committed = True
+        paths = []
+        for (_, rejected), ndjson in self._files.items():
+            path = ndjson.commit()
+            if not rejected:
+                paths.append(str(path))
+        return paths
+
+    def abort(self) -> None:
+        for ndjson in self._files.values():
+            ndjson.abort()

@@ -1,0 +1,77 @@
+"""Connections, and the database a command works on: a configured URL or the embedded server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+
+from retailctl.config import Settings, redact_url
+from retailctl.errors import ConfigError, CredentialsRejected, DatabaseUnavailable
+from retailctl.store.embedded import EmbeddedPostgres
+from retailctl.store.migrations import migrate
+
+CONNECT_TIMEOUT_S = 5
+CONNECT_ATTEMPTS = 3
+
+_AUTH_FAILURES = ("password authentication failed", "no pg_hba.conf entry", "role \"",
+                  "authentication failed", "password is required", "no password supplied")
+
+
+def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
+    """Connect with a few retries; map failures to the exit codes of DESIGN.md."""
+    application_name = f"retailctl {purpose} pid={os.getpid()}".strip()
+    delay = 0.5
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
+                                   application_name=application_name)
+        except psycopg.OperationalError as exc:
+            message = _one_line(str(exc))
+            if any(marker in message for marker in _AUTH_FAILURES):
+                raise CredentialsRejected(
+                    f"database credentials rejected ({redact_url(url)}): {message}") from None
+            if "database \"" in message and "does not exist" in message:
+                raise ConfigError(f"RETAIL_DATABASE_URL: {message}") from None
+            if attempt == CONNECT_ATTEMPTS:
+                raise DatabaseUnavailable(
+                    f"database unreachable at {redact_url(url)}: {message}") from None
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _one_line(message: str) -> str:
+    message = message.removeprefix("connection failed: ")
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a command's connections go."""
+
+    url: str
+
+    def connect(self, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
+        return connect(self.url, autocommit=autocommit, purpose=purpose)
+
+
+@contextlib.contextmanager
+def open_database(settings: Settings, *, run_migrations: bool = True) -> Iterator[Database]:
+    """Yield the (migrated) database; an embedded server is joined and left around the block."""
+    embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
+    try:
+        url = embedded.start() if embedded else settings.database_url
+        assert url is not None
+        database = Database(url)
+        if run_migrations:
+            with database.connect(autocommit=True, purpose="migrate") as conn:
+                migrate(conn)
+        yield database
+    finally:
+        if embedded is not None:
+            embedded.stop()

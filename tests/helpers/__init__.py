@@ -1,0 +1,157 @@
+"""Helpers the test modules share: the real CLI in a child process, databases, bronze files."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import psycopg
+
+from mock_api import DataConfig, RetailData
+from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+from retailctl.config import Settings, load_settings
+from retailctl.extract import EntityResult
+from retailctl.extract import extract as extract_entities
+from retailctl.load import LoadResult
+from retailctl.load import load as load_files
+from retailctl.store.db import open_database
+from retailctl.store.migrations import migration_files
+
+API_KEY = "TEST_KEY_9f8e7d6c"
+VERSIONS = [version for version, _ in migration_files()]
+APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
+RETAILCTL = [sys.executable, "-m", "retailctl"]
+
+
+def database_url(base_url: str, name: str) -> str:
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the test server, dropped afterwards."""
+    name = f"retailctl_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        yield database_url(admin_url, name)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the real `retailctl` in a child process, output captured (so not a terminal)."""
+    return subprocess.run([*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def retailctl_executable() -> str:
+    found = shutil.which("retailctl", path=str(Path(sys.executable).parent))
+    assert found, "retailctl console script not installed next to this python"
+    return found
+
+
+def postgres_processes_for(fragment: str) -> list[int]:
+    """PIDs of postgres processes whose command line names a path containing `fragment`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if "postgres" in cmdline and fragment in cmdline and status != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def settings_for(data_dir: Path, db_url: str, api_url: str, **env: str) -> Settings:
+    environ = {"RETAIL_DATA_DIR": str(data_dir), "RETAIL_DATABASE_URL": db_url,
+               "RETAIL_API_URL": api_url, "RETAIL_API_KEY": API_KEY, **env}
+    return load_settings(environ=environ, env_file=data_dir / "no.env")
+
+
+def extract(settings: Settings, **kwargs: Any) -> list[EntityResult]:
+    with open_database(settings) as database:
+        return extract_entities(settings, database, **kwargs)
+
+
+def bronze_rows(data_dir: Path, entity: str, rejected: bool = False) -> list[dict[str, Any]]:
+    base = data_dir / "bronze" / ("_rejected" if rejected else "") / entity
+    rows = []
+    for path in sorted(base.rglob("*.ndjson"), key=lambda p: p.name):
+        rows += [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    return rows
+
+
+def source_sales(config: DataConfig) -> dict[int, dict[str, Any]]:
+    data = RetailData(config)
+    return {sale["id"]: sale for sale in (data.sale(k) for k in range(config.sales))}
+
+
+def cursor_of(db_url: str) -> int | None:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("select last_sales_id from meta.ingestion_state "
+                           "where source_name = 'sales'").fetchone()
+    return row[0] if row else None
+
+
+def by_entity(results: list[EntityResult]) -> dict[str, EntityResult]:
+    return {result.entity: result for result in results}
+
+
+CHECKSUM = """
+select count(*), md5(coalesce(string_agg(row_text, '|' order by row_text), ''))
+from (select ({columns})::text as row_text from silver.{table}) t
+"""
+BUSINESS_COLUMNS = {
+    "customers": "customer_id, emails, phone_numbers, _ingestion_ts, _batch_id",
+    "products": "product_sku, description, unit_amount, supplier, _ingestion_ts, _batch_id",
+    "sales_customer": "id, datetime, total_amount, customer_id, _ingestion_ts, _batch_id",
+    "sales_product": "sale_id, line_no, product_sku, quantity, amount, _ingestion_ts, _batch_id",
+}
+
+
+def checksums(db_url: str, with_loaded_at: bool = False) -> dict[str, tuple[int, str]]:
+    result = {}
+    with psycopg.connect(db_url) as conn:
+        for table, columns in BUSINESS_COLUMNS.items():
+            columns += ", _loaded_at" if with_loaded_at else ""
+            row = conn.execute(CHECKSUM.format(columns=columns, table=table)).fetchone()
+            assert row is not None
+            result[table] = (row[0], row[1])
+    return result
+
+
+def load(data_dir: Path, db_url: str, **kwargs: Any) -> LoadResult:
+    settings = load_settings(environ={"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
+                                      "RETAIL_DATA_DIR": str(data_dir)}, env_file=data_dir / "none")
+    with open_database(settings) as database:
+        return load_files(database, settings.bronze_dir, **kwargs)
+
+
+def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
+                 moment: datetime | None = None) -> Path:
+    moment = moment or datetime.now(UTC)
+    batch = str(uuid.uuid4())
+    stamp = {"_ingestion_ts": moment.isoformat(), "_batch_id": batch}
+    ndjson = NdjsonFile(partition_dir(data_dir / "bronze", entity, moment), file_name(moment, batch))
+    for row in rows:
+        ndjson.write({**row, **stamp})
+    return ndjson.commit()
+
+
