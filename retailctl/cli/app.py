@@ -492,11 +492,27 @@ def api_serve(
         min=0, help="The last N products are sold but not listed by /products.")] = 0,
     customer_version: Annotated[int, typer.Option(
         min=0, help="Bump to change some customers' emails.")] = 0,
+    corrections: Annotated[int, typer.Option(
+        min=0, help="Published sales corrected per round: another customer, another day, a line "
+                    "removed or a quantity changed, in turn.")] = 0,
+    correction_version: Annotated[int, typer.Option(
+        min=0, help="Correction rounds 0..V are applied: bump for one more round.")] = 0,
+    correction_window: Annotated[int | None, typer.Option(
+        min=1, help="Correct only among the last N sales (unset: any sale).",
+        show_default=False)] = None,
+    delist_products: Annotated[int, typer.Option(
+        min=0, help="This many products (a seeded choice) missing from /products.")] = 0,
+    delist_customers: Annotated[int, typer.Option(
+        min=0, help="This many customers (a seeded choice) missing from /customers.")] = 0,
     api_key: Annotated[str | None, typer.Option(
         envvar="RETAIL_API_KEY", help="The key clients must send [default: the demo key].",
         show_default=False)] = None,
 ) -> None:
-    """Serve the bundled mock retail API (docs at /docs)."""
+    """Serve the bundled mock retail API (docs at /docs).
+
+    POST /_admin/corrections?count=K&window=N and POST /_admin/delist?products=N&customers=M
+    (same key) change the source's past while it serves.
+    """
     from mock_api import DEFAULT_API_KEY, DataConfig, FaultConfig, MockConfig
     from mock_api.server import serve
 
@@ -504,7 +520,9 @@ def api_serve(
         data=DataConfig(seed=seed, customers=customers, products=products, sales=sales,
                         live_rate_per_min=live, gap_every=gap_every, invalid_rate=invalid_rate,
                         inconsistent_rate=inconsistent_rate, hidden_products=hidden_products,
-                        customer_version=customer_version),
+                        customer_version=customer_version, corrections=corrections,
+                        correction_version=correction_version, correction_window=correction_window,
+                        delisted_products=delist_products, delisted_customers=delist_customers),
         faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate,
                            latency_ms=latency_ms),
         api_key=api_key or DEFAULT_API_KEY,
