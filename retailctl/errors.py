@@ -11,6 +11,8 @@ RetailctlError (1)
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
 ├── StepFailed (1)               a step failed for another stated reason
 └── DataTestsFailed (3)          dbt data tests failed
+    └── LayersDisagree (3)       `verify`: bronze, silver, the fact and the mart (or the
+                                 source's count of sales) differ
 
 Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a clean rollback
 """
@@ -70,6 +72,10 @@ class DataTestsFailed(RetailctlError):
     """dbt data tests failed."""
 
     exit_code = 3
+
+
+class LayersDisagree(DataTestsFailed):
+    """`verify` found a day on which the layers differ, or a source count that differs."""
 
 
 class Terminated(BaseException):

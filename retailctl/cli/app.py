@@ -8,15 +8,15 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, gold, pipeline, prune, schedule, status
+from retailctl import __version__, gold, pipeline, prune, schedule, status, verify
 from retailctl.cli import console
-from retailctl.cli.render import render_dbt, render_load, render_status, render_step
+from retailctl.cli.render import render_dbt, render_load, render_status, render_step, render_verify
 from retailctl.config import SETTING_SPECS, Settings, load_settings
 from retailctl.errors import RetailctlError, Terminated
 from retailctl.extract import ENTITIES, extract
@@ -273,6 +273,27 @@ def test_command(
             results = pipeline.run_tests(settings, database, conn, changed=changed)
             console.print_json([r.to_dict() for r in results]) if as_json else render_dbt(results)
             gold.raise_for_failures(results)
+
+    run(ctx, work)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    since: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], metavar="DAY", help="Only the days from this UTC day (YYYY-MM-DD).",
+        show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prove bronze, silver, the fact and the mart agree per day (sales, lines, amounts to the
+    cent), and the source's count of sales where it reports one; exit 3 when they differ."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with open_database(settings) as database, pipeline_lock(database, "verify"):
+            result = verify.verify(database, settings, since.date() if since else None)
+        render_verify(result, as_json=as_json)
+        verify.raise_for_differences(result)
 
     run(ctx, work)
 

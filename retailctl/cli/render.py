@@ -8,6 +8,8 @@ from retailctl import gold
 from retailctl.cli import console
 from retailctl.errors import StepFailed
 from retailctl.load import LoadResult
+from retailctl.verify import VerifyResult
+from retailctl.verify_bronze import money
 
 
 def render_load(result: LoadResult, *, dry_run: bool, as_json: bool) -> None:
@@ -74,3 +76,26 @@ def render_status(collected: dict[str, Any]) -> None:
     console.say(f"rejected records: {collected['rejected_records']['total']} "
                 f"({collected['rejected_records']['last_24h']} in the last 24 h); "
                 f"inconsistent sale totals: {collected['inconsistent_totals']}")
+
+
+def render_verify(result: VerifyResult, *, as_json: bool) -> None:
+    """The days that differ, layer by layer against bronze; the source's count; one verdict."""
+    if as_json:
+        console.print_json(result.to_dict())
+        return
+    if result.pruned_files and (result.since is None or result.since < result.complete_since):  # type: ignore[operator]
+        console.warn(f"{result.pruned_files} loaded sales file(s) were pruned from bronze: days "
+                     f"before {result.complete_since} can differ for that alone; pass --since "
+                     f"{result.complete_since}")
+    if result.differences:
+        console.table("days that differ", (
+            "day", "layer", "sales", "lines", "amount", "bronze sales", "bronze lines",
+            "bronze amount"), [
+            (d.day or "no header", d.layer, d.figures.sales, d.figures.lines, money(d.figures.amount),
+             d.reference.sales, d.reference.lines, money(d.reference.amount))
+            for d in result.differences])
+    for line in result.missing:
+        console.say(f"missing layer: {line}")
+    console.say(f"source: {result.source.status}: {result.source.detail}")
+    if result.ok:
+        console.say(result.summary())
