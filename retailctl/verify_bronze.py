@@ -2,14 +2,16 @@
 
 The latest version of a sale is the one in the file written last (file names start with a
 UTC timestamp); its lines are those of the same batch, the file of the same name under
-sales_product. Files are read newest first, so a sale counts where it is first met and is
-skipped after: memory holds a bit per sale id (IdSet) and one batch, never a map of every sale.
-Amounts are summed as Decimal from the number the source wrote, to the cent.
+sales_product. Files are read newest first, a line at a time, so a sale counts where it is
+first met and is skipped after: memory holds a bit per sale id (IdSet) and one batch's sale
+days and amounts, never a map of every sale. Amounts are summed as Decimal from the number
+the source wrote, to the cent.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -102,28 +104,22 @@ def _files_by_name(bronze_dir: Path, dataset: str) -> dict[str, Path]:
             if parse_file_name(path.name) is not None}
 
 
-def _read(path: Path, bronze_dir: Path) -> list[Any]:
-    """Every record of a file (one batch: bounded); a line that is not JSON is named."""
+def _records(path: Path, bronze_dir: Path) -> Iterator[Any]:
+    """The records of a file, one line at a time; a line that is not JSON is named."""
     loads = orjson.loads
-    with path.open("rb") as handle:
-        try:
-            return [loads(raw) for raw in handle]
-        except orjson.JSONDecodeError:
-            pass
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                loads(raw)
+                yield loads(raw)
             except orjson.JSONDecodeError as exc:
                 raise BronzeFileError(f"{path.relative_to(bronze_dir)}: line {number}: "
                                       f"not valid JSON: {exc.msg}") from None
-    raise AssertionError("unreachable")
 
 
-def _bad_record(path: Path, bronze_dir: Path, records: list[Any], fields: tuple[str, ...],
-                what: str) -> BronzeFileError:
-    """The first line that lacks a field, or else the file, named."""
-    number = next((n for n, record in enumerate(records, start=1)
+def _bad_record(path: Path, bronze_dir: Path, fields: tuple[str, ...], what: str
+                ) -> BronzeFileError:
+    """The first line that lacks a field (or else the file), named."""
+    number = next((n for n, record in enumerate(_records(path, bronze_dir), start=1)
                    if not isinstance(record, dict) or not all(f in record for f in fields)), None)
     where = f"line {number}" if number else "a line"
     return BronzeFileError(f"{path.relative_to(bronze_dir)}: {where}: not a {what} "
@@ -154,34 +150,36 @@ class _UtcDays:
 def _sale_days(path: Path, bronze_dir: Path, utc_day: _UtcDays) -> tuple[dict[int, date], bool]:
     """Sale id -> UTC day (the last line of an id wins, as in load); and whether an id
     repeats in the file (its lines then repeat too)."""
-    records = _read(path, bronze_dir)
+    found: dict[int, date] = {}
+    count = 0
     try:
-        found = {record["id"]: utc_day(record["datetime"]) for record in records}
+        for record in _records(path, bronze_dir):
+            found[record["id"]] = utc_day(record["datetime"])
+            count += 1
     except (KeyError, TypeError):
-        raise _bad_record(path, bronze_dir, records, ("id", "datetime"), "sale header") from None
+        raise _bad_record(path, bronze_dir, ("id", "datetime"), "sale header") from None
     except ValueError as exc:
         raise BronzeFileError(f"{path.relative_to(bronze_dir)}: a datetime is not ISO-8601: "
                               f"{exc}") from None
-    return found, len(found) < len(records)
+    return found, len(found) < count
 
 
 def _line_amounts(path: Path, bronze_dir: Path, claimed: dict[int, date], repeated: bool
                   ) -> dict[date, list[Any]]:
     """The line amounts of the claimed sales, per day; with repeated sales, the last line of
     each (sale id, line no) only, as in load."""
-    records = _read(path, bronze_dir)
     amounts: dict[date, list[Any]] = {}
     try:
         if not repeated:
-            for record in records:
+            for record in _records(path, bronze_dir):
                 day = claimed.get(record["sale_id"])
                 if day is not None:
                     amounts.setdefault(day, []).append(record["amount"])
             return amounts
-        last = {(r["sale_id"], r["line_no"]): r["amount"] for r in records if r["sale_id"] in claimed}
+        last = {(r["sale_id"], r["line_no"]): r["amount"] for r in _records(path, bronze_dir)
+                if r["sale_id"] in claimed}
     except (KeyError, TypeError):
-        raise _bad_record(path, bronze_dir, records, ("sale_id", "line_no", "amount"),
-                          "sale line") from None
+        raise _bad_record(path, bronze_dir, ("sale_id", "line_no", "amount"), "sale line") from None
     for (sale_id, _), amount in last.items():
         amounts.setdefault(claimed[sale_id], []).append(amount)
     return amounts
@@ -201,7 +199,7 @@ def rejected_sale_ids(bronze_dir: Path) -> set[int]:
     """Distinct ids of the sales extract rejected (few: a set is fine)."""
     ids = set()
     for path in dataset_files(bronze_dir / REJECTED, "sales"):
-        for record in _read(path, bronze_dir):
+        for record in _records(path, bronze_dir):
             sale_id = record.get("id") if isinstance(record, dict) else None
             if isinstance(sale_id, int) and not isinstance(sale_id, bool):
                 ids.add(sale_id)
