@@ -171,48 +171,69 @@ def raise_for_differences(result: VerifyResult) -> None:
 def verify(database: Database, settings: Settings, since: date | None = None) -> VerifyResult:
     """Every layer per day against the bronze reference, and the source's count of sales."""
     started = time.monotonic()
+    aggregates = _Aggregates(database, since)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-sql") as pool:
-        in_database = pool.submit(_timed, _layers, database, since)
-        scan = scan_bronze(settings.bronze_dir, since)
-        bronze_seconds = time.monotonic() - started
-        (layers, missing), database_seconds = in_database.result()
+        in_database = pool.submit(aggregates.run)
+        try:
+            scan = scan_bronze(settings.bronze_dir, since)
+            bronze_seconds = time.monotonic() - started
+            in_database.result()
+        except BaseException:  # SIGTERM, Ctrl-C, a bad file: stop the query too, not wait for it
+            aggregates.cancel()
+            raise
     with database.connect(autocommit=True, purpose="verify") as conn:
         pruned = _pruned_file_days(conn, settings.bronze_dir)
         source = verify_source.check(conn, settings, rejected_sale_ids(settings.bronze_dir))
     return VerifyResult(
-        since=since, reference=scan.days, layers=layers, missing=missing, source=source,
-        bronze_files=scan.files, pruned_files=len(pruned),
+        since=since, reference=scan.days, layers=aggregates.layers, missing=aggregates.missing,
+        source=source, bronze_files=scan.files, pruned_files=len(pruned),
         complete_since=max(pruned) + timedelta(days=1) if pruned else None,
-        seconds={"bronze": round(bronze_seconds, 3), "database": round(database_seconds, 3),
+        seconds={"bronze": round(bronze_seconds, 3), "database": round(aggregates.seconds, 3),
                  "total": round(time.monotonic() - started, 3)})
 
 
-def _timed(function: Any, *args: Any) -> tuple[Any, float]:
-    started = time.monotonic()
-    return function(*args), time.monotonic() - started
+class _Aggregates:
+    """Each layer's figures per day, on a connection of its own (run on a worker thread); a
+    layer whose table is missing is named instead."""
 
+    def __init__(self, database: Database, since: date | None) -> None:
+        self.database = database
+        self.params = {"since": since or EARLIEST}
+        self.layers: dict[str, dict[Day, Figures]] = {}
+        self.missing: list[str] = []
+        self.seconds = 0.0
+        self._conn: psycopg.Connection | None = None
+        self._cancelled = False
 
-def _layers(database: Database, since: date | None) -> tuple[dict[str, dict[Day, Figures]], list[str]]:
-    """Each layer's figures per day; a layer whose table is missing is named instead."""
-    layers: dict[str, dict[Day, Figures]] = {}
-    missing = []
-    params = {"since": since or EARLIEST}
-    with database.connect(autocommit=True, purpose="verify") as conn:
-        conn.execute(ROOM_TO_AGGREGATE)
-        silver: dict[Day, Figures] = {}
-        for day, sales in conn.execute(SILVER_SALES_BY_DAY, params):
-            silver[day] = Figures(sales=sales)
-        for day, lines, amount in conn.execute(SILVER_LINES_BY_DAY, params):
-            figures = silver.setdefault(day, Figures())
-            figures.lines, figures.amount = lines, amount
-        layers["silver"] = silver
-        for layer, (table, query) in GOLD_LAYERS.items():
-            if not _exists(conn, table):
-                missing.append(f"{layer}: {table} does not exist (run `retailctl transform`)")
-                continue
-            layers[layer] = {day: Figures(sales, lines, amount)
-                             for day, sales, lines, amount in conn.execute(query, params)}
-    return layers, missing
+    def run(self) -> None:
+        started = time.monotonic()
+        with self.database.connect(autocommit=True, purpose="verify") as conn:
+            self._conn = conn
+            if self._cancelled:
+                return
+            conn.execute(ROOM_TO_AGGREGATE)
+            silver: dict[Day, Figures] = {}
+            for day, sales in conn.execute(SILVER_SALES_BY_DAY, self.params):
+                silver[day] = Figures(sales=sales)
+            for day, lines, amount in conn.execute(SILVER_LINES_BY_DAY, self.params):
+                figures = silver.setdefault(day, Figures())
+                figures.lines, figures.amount = lines, amount
+            self.layers["silver"] = silver
+            for layer, (table, query) in GOLD_LAYERS.items():
+                if self._cancelled:
+                    return
+                if not _exists(conn, table):
+                    self.missing.append(f"{layer}: {table} does not exist (run `retailctl transform`)")
+                    continue
+                self.layers[layer] = {day: Figures(sales, lines, amount)
+                                      for day, sales, lines, amount in conn.execute(query, self.params)}
+        self.seconds = time.monotonic() - started
+
+    def cancel(self) -> None:
+        """Stop: cancel the query in flight (called from another thread)."""
+        self._cancelled = True
+        if self._conn is not None and not self._conn.closed:
+            self._conn.cancel_safe(timeout=5)
 
 
 def _exists(conn: psycopg.Connection, table: str) -> bool:

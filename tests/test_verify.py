@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from retailctl.errors import BronzeFileError
 from retailctl.extract import records
 from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
 from retailctl.verify_bronze import IdSet, scan_bronze
-from tests.helpers import API_KEY, database_url, extract, run_cli, settings_for
+from tests.helpers import API_KEY, RETAILCTL, database_url, extract, run_cli, settings_for
 
 CONFIG = DataConfig(sales=3_000, invalid_rate=0.01)
 
@@ -277,6 +280,31 @@ def test_another_run_holding_the_lock_is_exit_75(built: Built, copy: str) -> Non
     assert result.returncode == 75
     assert result.stderr.startswith("error: another retailctl run holds the lock: ")
     assert result.stderr.endswith("; try again later\n") and result.stdout == ""
+
+
+def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: Built,
+                                                                        copy: str) -> None:
+    env = environment(copy, built.data_dir, None)
+    waiting = ("select count(*) from pg_stat_activity where datname = current_database() "
+               "and application_name like 'retailctl verify%%' and wait_event_type = %s")
+    with psycopg.connect(copy) as blocker, psycopg.connect(copy, autocommit=True) as watcher:
+        blocker.execute("lock table gold.mart_sales_by_customer in access exclusive mode")
+        process = subprocess.Popen([*RETAILCTL, "verify"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while watcher.execute(waiting, ("Lock",)).fetchone() != (1,):  # the mart's query waits
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            stdout, stderr = process.communicate(timeout=30)  # the lock is still held: cancelled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 143
+    assert stderr == "error: stopped by SIGTERM; the open transaction was rolled back\n"
+    assert stdout == ""
 
 
 # -- the source's count ------------------------------------------------------------------------
