@@ -128,8 +128,11 @@ def _bad_record(path: Path, bronze_dir: Path, fields: tuple[str, ...], what: str
 
 class _UtcDays:
     """The UTC day of an ISO-8601 datetime with offset. With a whole-hour offset the day
-    depends on the date, the hour and the offset only, so those are cached (~100k keys at
-    most per million sales) and most sales cost a slice and a lookup, not a parse."""
+    depends on the date, the hour and the offset only: those are cached, so most sales cost
+    a slice and a lookup, not a parse. A file's sales are close in time, so a small cache,
+    emptied when full, keeps nearly every hit and its memory flat."""
+
+    LIMIT = 4096
 
     def __init__(self) -> None:
         self._cache: dict[str, date] = {}
@@ -143,6 +146,8 @@ class _UtcDays:
         key = moment[:13] + moment[19:]
         day = self._cache.get(key)
         if day is None:
+            if len(self._cache) >= self.LIMIT:
+                self._cache.clear()
             day = self._cache[key] = datetime.fromisoformat(moment).astimezone(UTC).date()
         return day
 
