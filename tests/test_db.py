@@ -217,8 +217,8 @@ def test_a_pre_squash_database_is_refused_not_migrated_over(db_url: str) -> None
     assert result.stderr.splitlines() == [
         "error: this database records migration(s) 003_extract_state, 004_manifest_stat, "
         "005_gold_support, 006_gold_state, 007_gold_state_started, 008_loaded_at_default, which "
-        "this retailctl does not ship: it was made by a pre-release retailctl whose migrations "
-        f"were since squashed; {RECREATE}"]
+        "this retailctl does not ship: another version migrated it (a newer one, or a pre-release "
+        f"one from before the migrations were squashed); use that version, or {RECREATE}"]
     with psycopg.connect(db_url) as conn:
         tables = conn.execute("select count(*) from information_schema.tables "
                               "where table_schema in ('meta', 'silver')").fetchone()

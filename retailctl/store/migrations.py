@@ -88,8 +88,8 @@ def check_recorded(recorded: dict[str, str | None], migrations: list[Migration],
     if unknown:
         raise MigrationError(
             f"this database records migration(s) {', '.join(unknown)}, which this retailctl does "
-            f"not ship: it was made by a pre-release retailctl whose migrations were since "
-            f"squashed; {RECREATE}")
+            "not ship: another version migrated it (a newer one, or a pre-release one from before "
+            f"the migrations were squashed); use that version, or {RECREATE}")
     unchecked = [version for version, recorded_sum in recorded.items() if recorded_sum is None]
     if unchecked:
         raise MigrationError(
