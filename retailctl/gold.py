@@ -54,7 +54,7 @@ FAILING_STATUSES = {"error", "fail", "runtime error"}
 @dataclass
 class NodeResult:
     name: str
-    kind: str  # model, snapshot, test, source
+    kind: str  # model, snapshot, test, unit_test, source
     status: str
     seconds: float
     rows_affected: int | None = None
@@ -194,7 +194,7 @@ def transform(settings: Settings, database_url: str, select: str = "all",
 
 def test(settings: Settings, database_url: str, checked_since: datetime | None = None
          ) -> list[DbtResult]:
-    """dbt data tests, then source freshness (see `raise_for_failures`).
+    """dbt data and unit tests, then source freshness (see `raise_for_failures`).
 
     With `checked_since`, the fact's and the mart's tests check only the rows written since:
     an hourly test then costs in proportion to the new data.
@@ -207,10 +207,17 @@ def test(settings: Settings, database_url: str, checked_since: datetime | None =
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:
-    """One line per failing test: its name and failing row count."""
-    return [f"{node.name}: {node.failures} failing row(s)" if node.failures is not None
-            else f"{node.name}: {node.status} ({node.message})"
-            for result in results for node in result.failed]
+    """One line per failing test: its name and failing row count (a unit test: that its rows
+    differ; dbt's log shows the diff)."""
+    return [_failure_line(node) for result in results for node in result.failed]
+
+
+def _failure_line(node: NodeResult) -> str:
+    if node.kind == "unit_test" and node.status == "fail":
+        return f"{node.name}: unit test output differs from its expected rows"
+    if node.failures is not None:
+        return f"{node.name}: {node.failures} failing row(s)"
+    return f"{node.name}: {node.status} ({node.message})"
 
 
 def raise_for_failures(results: Sequence[DbtResult]) -> None:
