@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import click
 import typer
 
 from retailctl import __version__, gold, pipeline, prune, schedule, status
@@ -127,7 +126,7 @@ def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
             cli_state.monitor = Monitor.for_settings(
                 settings, warn=lambda message: console.warn(settings.redact(message)))
         result = action()
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: exit as it says
         raise
     except BaseException as exc:
         failure = _failure(exc)

@@ -15,6 +15,7 @@ stderr (`{"ts", "level", "message", ...}`); with `--json` stdout holds one JSON 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -164,6 +165,8 @@ class StepProgress:
         self._progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._started: dict[str, float] = {}
+        self._last_update = time.monotonic()  # a new line's clock starts where the last left off
+        self._lock = threading.Lock()  # dbt reports from its worker threads
 
     def __enter__(self) -> StepProgress:
         if live():
@@ -190,11 +193,14 @@ class StepProgress:
                detail: str = "") -> None:
         if self._progress is None:
             return
-        if name not in self._tasks:
-            self._tasks[name] = self._progress.add_task(
-                f"{self.title} {name}".strip(), total=None, count="", detail="", rate="", eta="")
-            self._started[name] = time.monotonic()
-        elapsed = time.monotonic() - self._started[name]
+        with self._lock:
+            if name not in self._tasks:
+                self._tasks[name] = self._progress.add_task(
+                    f"{self.title} {name}".strip(), total=None, count="", detail="", rate="",
+                    eta="")
+                self._started[name] = self._last_update
+            self._last_update = time.monotonic()
+        elapsed = self._last_update - self._started[name]
         rate = done / elapsed if elapsed > 0 else 0.0
         count = f"{done:,} {unit}" if total is None else f"{done:,}/{total:,} {unit}"
         eta = ""
