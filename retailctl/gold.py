@@ -187,17 +187,25 @@ def invoke(settings: Settings, database_url: str, args: Sequence[str],
     started = time.monotonic()
     callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []
     with _environment(dbt_environment(database_url)):
+        # retailctl renders results itself; dbt's own log goes to its file under the data dir
         outcome = dbtRunner(callbacks=callbacks).invoke(
-            [*args, *paths.flags(), "--quiet", "--no-use-colors"])
+            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
     result = DbtResult(command=" ".join(args), success=outcome.success,
                        seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
         raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
     if outcome.exception is not None:
-        raise StepFailed(settings.redact(f"dbt {result.command} failed: {outcome.exception}"))
+        raise StepFailed(settings.redact(f"dbt {result.command} failed: {_one_line(outcome.exception)}"))
     for node_result in getattr(outcome.result, "results", None) or []:
         result.nodes.append(_node(node_result))
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    """dbt's error text without its SQL excerpt and caret line: one line for a log."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
+    return " ".join(lines)
 
 
 def _node(node_result: Any) -> NodeResult:
@@ -277,8 +285,12 @@ def deps(settings: Settings, database_url: str) -> DbtResult | None:
 
 
 def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
+    """`dbt docs generate` (a failure raises StepFailed), then optionally serve them."""
     result = invoke(settings, database_url, ["docs", "generate"])
-    if serve and result.success:
+    if not result.success:
+        raise StepFailed("dbt docs generate failed: see the dbt log under the data dir "
+                         f"({DbtPaths.for_settings(settings).logs})")
+    if serve:
         invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
                                         "--no-browser"])
     return result

