@@ -9,6 +9,7 @@ RetailctlError (1)
 ├── ContractViolation (1)        the API answered outside its contract: an error status
 │                                retrying cannot fix, or a body of the wrong shape
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
+├── MigrationError (1)           recorded migrations do not match the schema/ files
 ├── StepFailed (1)               a step failed for another stated reason
 └── DataTestsFailed (3)          dbt data tests failed
 
@@ -62,6 +63,14 @@ class ContractViolation(RetailctlError):
 
 class BronzeFileError(RetailctlError):
     """A bronze file is malformed, or changed after it was loaded."""
+
+
+class MigrationError(RetailctlError):
+    """The database's recorded migrations do not match the shipped schema/ files.
+
+    An applied file whose checksum changed, or versions no shipped file knows: a broken install
+    or a database made by another (pre-release) version, never something to apply over.
+    """
 
 
 class StepFailed(RetailctlError):
