@@ -21,11 +21,11 @@ import psycopg
 
 from retailctl import gold
 from retailctl.config import Settings
-from retailctl.errors import ContractViolation, RetailctlError
+from retailctl.errors import ContractViolation, MigrationError, RetailctlError
 from retailctl.extract.source import make_client, parse_page
 from retailctl.store.db import Database, open_database
 from retailctl.store.lock import lock_holder
-from retailctl.store.migrations import migration_files
+from retailctl.store.migrations import RECORDED_VERSIONS, check_recorded, migration_files
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MAX_CLOCK_SKEW_S = 300.0
@@ -40,7 +40,6 @@ select current_setting('server_version'), current_user, current_database(),
 SCHEMA_OWNERSHIP = """
 select nspname, pg_has_role(nspowner, 'USAGE') from pg_namespace where nspname = any(%s)
 """
-APPLIED = "select version from meta.schema_migrations"
 
 
 @dataclass
@@ -173,20 +172,27 @@ def _server(conn: psycopg.Connection) -> Check:
 
 
 def check_migrations(conn: psycopg.Connection) -> Check:
-    """Applied migrations against the files of this version, without applying any."""
-    files = [version for version, _ in migration_files()]
+    """Recorded migrations against this version's files (checksums included), applying none."""
+    migrations = migration_files()
+    sources = {migration.version: migration.path.read_bytes() for migration in migrations}
     exists = conn.execute("select to_regclass('meta.schema_migrations')").fetchone()
-    applied = {row[0] for row in conn.execute(APPLIED)} if exists and exists[0] else set()
-    unknown = sorted(applied - set(files))
-    pending = [version for version in files if version not in applied]
-    if unknown:
-        return Check("migrations", FAIL, f"the database has migration(s) {', '.join(unknown)} "
-                     "this retailctl does not know: it was upgraded by a newer version")
+    recorded: dict[str, str | None] = {}
+    try:
+        if exists and exists[0]:
+            recorded = dict(conn.execute(RECORDED_VERSIONS).fetchall())
+        check_recorded(recorded, migrations, sources)
+    except psycopg.errors.UndefinedColumn:  # a table from before checksums were recorded
+        return Check("migrations", FAIL, "meta.schema_migrations has no checksums: the database "
+                     "was made by a pre-release retailctl")
+    except MigrationError as exc:
+        return Check("migrations", FAIL, str(exc))
+    pending = [migration.version for migration in migrations if migration.version not in recorded]
     if pending:
-        return Check("migrations", WARN, f"{len(pending)} of {len(files)} pending "
+        return Check("migrations", WARN, f"{len(pending)} of {len(migrations)} pending "
                      f"({', '.join(pending)}): the next command applies them "
                      "(or `retailctl db migrate`)")
-    return Check("migrations", OK, f"all {len(files)} applied (latest {files[-1]})")
+    return Check("migrations", OK,
+                 f"all {len(migrations)} applied (latest {migrations[-1].version})")
 
 
 def _lock(conn: psycopg.Connection) -> Check:

@@ -331,8 +331,17 @@ def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str,
     result = run_cli(["doctor"], env=env)
     assert result.returncode == 0  # pending migrations are a warning: the next command applies them
     line = next(line for line in result.stdout.splitlines() if "migrations:" in line)
-    assert line.startswith("warn migrations: 8 of 8 pending (001_meta, ")
+    assert line == "warn migrations: 2 of 2 pending (001_meta, 002_silver): the next command " \
+        "applies them (or `retailctl db migrate`)"
     assert scalar(db_url, "select to_regclass('meta.schema_migrations')") is None  # read-only
+    assert run_cli(["db", "migrate"], env=env).returncode == 0
+    with psycopg.connect(db_url) as conn:  # a newer retailctl migrated this database
+        conn.execute("insert into meta.schema_migrations (version, checksum) values ('999_next', 'x')")
+    newer = run_cli(["doctor"], env=env)
+    assert newer.returncode == 1
+    assert next(line for line in newer.stdout.splitlines() if "migrations:" in line).startswith(
+        "FAIL migrations: this database records migration(s) 999_next, which this retailctl does "
+        "not ship")
 
 
 # -- Prometheus textfile ---------------------------------------------------------------------
