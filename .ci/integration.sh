@@ -13,7 +13,7 @@ hadolint Dockerfile
 echo "--- systemd-analyze verify (units rendered for this install)"
 retailctl schedule systemd --user root --output-dir "$scratch/units"
 if command -v systemd-analyze >/dev/null; then
-    systemd-analyze verify "$scratch/units/retailctl.service" "$scratch/units/retailctl.timer"
+    systemd-analyze verify "$scratch"/units/*.service "$scratch"/units/*.timer
 else
     echo "systemd-analyze not installed: skipped"
 fi
