@@ -221,9 +221,10 @@ def deps(settings: Settings, database_url: str) -> DbtResult | None:
     return result
 
 
-def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
+def docs(settings: Settings, database_url: str) -> DbtResult:
+    """`dbt docs generate` into the data dir's target/ (served by `docs_server`)."""
     result = invoke(settings, database_url, ["docs", "generate"])
-    if serve and result.success:
-        invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                        "--no-browser"])
+    if not result.success:
+        raise StepFailed(f"dbt docs generate failed: see the dbt log in "
+                         f"{DbtPaths.for_settings(settings).logs}")
     return result
