@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
+import os
 import signal
 import sys
 import traceback
@@ -13,15 +15,16 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, gold, pipeline, prune, schedule, status
+from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status
 from retailctl.cli import console
 from retailctl.cli.render import render_dbt, render_load, render_status, render_step
-from retailctl.config import SETTING_SPECS, Settings, load_settings
-from retailctl.errors import RetailctlError, Terminated
+from retailctl.config import SETTING_SPECS, Settings, choose_env_file, load_settings
+from retailctl.errors import ConfigError, RetailctlError, Terminated
 from retailctl.extract import ENTITIES, extract
 from retailctl.load import load
 from retailctl.store import state
-from retailctl.store.db import open_database
+from retailctl.store.db import Database, open_database
+from retailctl.store.embedded import EmbeddedPostgres, pgdata_dir
 from retailctl.store.lock import pipeline_lock
 from retailctl.store.migrations import migrate
 
@@ -43,11 +46,13 @@ bronze_app = typer.Typer(help="Bronze file housekeeping.", no_args_is_help=True)
 app.add_typer(bronze_app, name="bronze")
 
 T = TypeVar("T")  # what a command body returns
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool cut off by its reader
 
 
 @dataclasses.dataclass
 class CliState:
     overrides: dict[str, Any]
+    env_file: Path | None = None
     settings: Settings | None = None
 
 
@@ -72,19 +77,36 @@ def root(
     trigger: Annotated[str | None, typer.Option(
         help="Who started this run: cli, cron, systemd, airflow. [env: RETAIL_TRIGGER]",
         show_default=False)] = None,
+    env_file: Annotated[Path | None, typer.Option(
+        readable=False,  # checked by choose_env_file: exit 78 like RETAIL_ENV_FILE, not 2
+        help="Read settings from this file instead of ./.env (it must exist). "
+             "[env: RETAIL_ENV_FILE]", show_default=False)] = None,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """Hourly retail ETL: a retail REST API into Bronze NDJSON, Silver Postgres and Gold dbt."""
     ctx.obj = CliState(overrides={"data_dir": data_dir, "database_url": database_url,
-                                  "api_url": api_url, "trigger": trigger})
+                                  "api_url": api_url, "trigger": trigger}, env_file=env_file)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
     cli_state: CliState = ctx.find_root().obj
     if cli_state.settings is None:
-        cli_state.settings = load_settings(cli_state.overrides)
+        env_file = choose_env_file(cli_state.env_file, os.environ)
+        cli_state.settings = load_settings(cli_state.overrides, env_file=env_file)
     return cli_state.settings
+
+
+@contextlib.contextmanager
+def database_of(settings: Settings, *, run_migrations: bool = True) -> Iterator[Database]:
+    """The command's database; a run on the embedded server says so first, and where its data
+    lives (the demo banner says it in demo mode), so that a different working directory never
+    silently means a different, empty database."""
+    if settings.database_url is None and not settings.serving_demo_data:
+        console.notice(f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in "
+                       f"{pgdata_dir(settings.data_dir)} for the data dir {settings.data_dir}")
+    with open_database(settings, run_migrations=run_migrations) as database:
+        yield database
 
 
 def run(ctx: typer.Context, action: Callable[[], T]) -> T:
@@ -97,6 +119,9 @@ def run(ctx: typer.Context, action: Callable[[], T]) -> T:
         _fail(ctx, "stopped by SIGTERM; the open transaction was rolled back", Terminated.exit_code)
     except KeyboardInterrupt:
         _fail(ctx, "interrupted; the open transaction was rolled back", 130)
+    except BrokenPipeError:  # output written past console's guard (it silences, not raises)
+        console.silence(sys.stdout)
+        raise typer.Exit(code=BROKEN_PIPE_EXIT) from None
     except Exception as exc:  # a bug: keep the traceback, but never a secret in it
         _fail(ctx, f"internal error ({type(exc).__name__}: {exc}); please report it", 1,
               detail=traceback.format_exc().rstrip())
@@ -124,7 +149,8 @@ def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Sett
     with BackgroundServer(MockConfig()) as server:
         notice = (f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
                   f"generated demo data from the bundled mock API at {server.url} and an embedded "
-                  f"PostgreSQL under {settings.data_dir}")
+                  f"PostgreSQL with its data in {pgdata_dir(settings.data_dir)} (bronze files "
+                  f"under {settings.data_dir}; `retailctl db reset --yes` deletes the database)")
         (console.notice if quiet else console.say)(notice)
         yield dataclasses.replace(settings, api_url=server.url, api_key=DEFAULT_API_KEY,
                                   serving_demo_data=True)
@@ -142,6 +168,7 @@ def config_command(ctx: typer.Context) -> None:
         rows = [(spec.env, settings.display_value(spec.name), settings.sources[spec.name])
                 for spec in SETTING_SPECS]
         console.table("retailctl settings", ("setting", "value", "source"), rows)
+        console.say(f"env file: {settings.env_file or '(none)'}")
         mode = "demo (bundled mock API, embedded PostgreSQL)" if settings.demo_mode else (
             "embedded PostgreSQL" if settings.database_url is None else "configured database")
         console.say(f"mode: {mode}")
@@ -154,13 +181,40 @@ def db_migrate(ctx: typer.Context) -> None:
     """Apply the SQL migrations not yet applied (every command also does this itself)."""
 
     def apply() -> None:
-        with open_database(settings_of(ctx), run_migrations=False) as database, \
+        with database_of(settings_of(ctx), run_migrations=False) as database, \
                 database.connect(autocommit=True, purpose="migrate") as conn:
             applied = migrate(conn)
         console.say(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
                     else "schema up to date: no migration to apply")
 
     run(ctx, apply)
+
+
+@db_app.command("reset")
+def db_reset(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: every table is deleted.")] = False,
+) -> None:
+    """Delete the embedded database of this data dir, to start over (bronze files are kept)."""
+    if not yes:
+        console.error("db reset deletes the embedded database with all its tables; "
+                      "add --yes to confirm")
+        raise typer.Exit(code=2)
+
+    def reset() -> None:
+        settings = settings_of(ctx)
+        if settings.database_url is not None:
+            raise ConfigError("db reset deletes only the embedded PostgreSQL, and "
+                              "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
+                              "database (drop its schemas meta, silver and gold yourself)")
+        pgdata = pgdata_dir(settings.data_dir)
+        if EmbeddedPostgres(settings.data_dir).reset():
+            console.say(f"deleted the embedded database in {pgdata}; the bronze files under "
+                        f"{settings.bronze_dir} are kept (the next load reads them again)")
+        else:
+            console.say(f"no embedded database in {pgdata}: nothing to delete")
+
+    run(ctx, reset)
 
 
 # -- extract -------------------------------------------------------------------------------
@@ -189,7 +243,7 @@ def extract_command(
     def work() -> None:
         settings = settings_of(ctx)
         with source_settings(settings, quiet=as_json) as settings, \
-                open_database(settings) as database, pipeline.single_step(settings, database, "extract"), \
+                database_of(settings) as database, pipeline.single_step(settings, database, "extract"), \
                 console.StepProgress() as progress:
             results = extract(
                 settings, database, entities=entities, from_id=from_id,
@@ -219,12 +273,12 @@ def load_command(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline.single_step(settings, database, "load"):
+        with database_of(settings) as database, pipeline.single_step(settings, database, "load"):
             with console.StepProgress("rows") as progress:
                 result = load(
                     database, settings.bronze_dir, dry_run=dry_run,
                     progress=lambda table, rows, files: progress.update(table, rows, f"{files} files"))
-            render_load(result, dry_run=dry_run, as_json=as_json)
+            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_dir)
 
     run(ctx, work)
 
@@ -246,7 +300,7 @@ def transform(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, \
+        with database_of(settings) as database, \
                 pipeline.single_step(settings, database, "transform"):
             results = gold.transform(settings, database.url, select, full_refresh=full_refresh)
         console.print_json([r.to_dict() for r in results]) if as_json else render_dbt(results)
@@ -266,7 +320,7 @@ def test_command(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, \
+        with database_of(settings) as database, \
                 pipeline.single_step(settings, database, "test"), \
                 database.connect(autocommit=True, purpose="test") as conn:
             results = pipeline.run_tests(settings, database, conn, changed=changed)
@@ -282,7 +336,7 @@ def deps(ctx: typer.Context) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database:
+        with database_of(settings) as database:
             result = gold.deps(settings, database.url)
         console.say("dbt deps: no packages.yml, nothing to install" if result is None
                     else "dbt deps: packages installed")
@@ -293,18 +347,37 @@ def deps(ctx: typer.Context) -> None:
 @app.command()
 def docs(
     ctx: typer.Context,
-    serve: Annotated[bool, typer.Option(help="Serve the docs on 127.0.0.1:8081 afterwards.")] = False,
+    serve: Annotated[bool, typer.Option(help="Serve the docs over HTTP afterwards, until Ctrl-C.")
+                     ] = False,
+    host: Annotated[str, typer.Option(help="--serve: the address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the port (0: any free one).")
+                    ] = 8081,
 ) -> None:
-    """Generate the dbt documentation of the Gold models (under the data dir)."""
+    """Generate the dbt documentation of the Gold models (under the data dir); --serve it."""
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database:
-            result = gold.docs(settings, database.url, serve=serve)
-        console.say(f"dbt docs generated in {gold.DbtPaths.for_settings(settings).target}"
-                    if result.success else "dbt docs generate failed")
+        with database_of(settings) as database:
+            gold.docs(settings, database.url)
+        target = gold.DbtPaths.for_settings(settings).target
+        console.say(f"dbt docs generated in {target}")
+        if serve:
+            serve_docs(target, host, port)
 
     run(ctx, work)
+
+
+def serve_docs(target: Path, host: str, port: int) -> None:
+    """Serve until Ctrl-C or SIGTERM; either ends it with one line and exit 0."""
+    server = docs_server.open_server(target, host, port)
+    console.say(f"serving the docs on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, Terminated):
+        pass
+    finally:
+        server.server_close()
+    console.say("docs server stopped")
 
 
 # -- the whole pipeline -----------------------------------------------------------------------
@@ -316,7 +389,7 @@ def run_all(ctx: typer.Context) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with source_settings(settings) as settings, open_database(settings) as database, \
+        with source_settings(settings) as settings, database_of(settings) as database, \
                 console.StepProgress() as progress:
             result = pipeline.run_all(
                 settings, database, on_step=render_step, warn=console.warn,
@@ -332,7 +405,7 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, database.connect(autocommit=True) as conn:
+        with database_of(settings) as database, database.connect(autocommit=True) as conn:
             collected = status.collect(conn, settings.bronze_dir)
         if as_json:
             console.print_json(collected)
@@ -350,7 +423,7 @@ def state_show(ctx: typer.Context) -> None:
     """Print the sales cursor: the next sale id to read, the last run and its note."""
 
     def show() -> None:
-        with open_database(settings_of(ctx)) as database, database.connect() as conn:
+        with database_of(settings_of(ctx)) as database, database.connect() as conn:
             cursor = state.read_cursor(conn)
         console.say(f"next sales id: {cursor.next_sales_id}")
         console.say(f"last run: {cursor.last_run_ts or 'never'}")
@@ -362,18 +435,26 @@ def state_show(ctx: typer.Context) -> None:
 @state_app.command("set")
 def state_set(
     ctx: typer.Context,
-    last_sales_id: Annotated[int, typer.Option(
-        min=1, help="The next sale id the next extract reads (as in the original project).")],
+    next_sales_id: Annotated[int | None, typer.Option(
+        min=1, help="The sale id the next extract reads first.", show_default=False)] = None,
+    last_sales_id: Annotated[int | None, typer.Option(
+        min=1, help="Deprecated alias of --next-sales-id.", show_default=False)] = None,
 ) -> None:
     """Move the sales cursor, for a backfill or to skip ahead."""
+    if last_sales_id is not None:
+        console.warn("--last-sales-id is deprecated: it sets the next sale id to read; "
+                     "use --next-sales-id")
+    if (next_sales_id is None) == (last_sales_id is None):
+        raise typer.BadParameter("give the next sale id to read, once", param_hint="--next-sales-id")
+    next_id = next_sales_id if next_sales_id is not None else last_sales_id
+    assert next_id is not None
 
     def move() -> None:
-        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
+        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
                 database.connect() as conn, conn.transaction():
             before = state.read_cursor(conn).next_sales_id
-            state.set_cursor(conn, last_sales_id,
-                             f"set by hand with `retailctl state set` (was {before})")
-        console.say(f"next sales id: {before} -> {last_sales_id}")
+            state.set_cursor(conn, next_id, f"set by hand with `retailctl state set` (was {before})")
+        console.say(f"next sales id: {before} -> {next_id}")
 
     run(ctx, move)
 
@@ -389,7 +470,7 @@ def state_reset(
         raise typer.Exit(code=2)
 
     def reset() -> None:
-        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
+        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
                 database.connect() as conn, conn.transaction():
             before = state.read_cursor(conn).next_sales_id
             state.set_cursor(conn, 1, f"reset with `retailctl state reset` (was {before})")
@@ -413,7 +494,7 @@ def bronze_prune(
     def work() -> None:
         settings = settings_of(ctx)
         age = prune.parse_age(older_than)
-        with open_database(settings) as database, pipeline_lock(database, "bronze prune"), \
+        with database_of(settings) as database, pipeline_lock(database, "bronze prune"), \
                 database.connect(autocommit=True) as conn:
             result = prune.prune(conn, settings.bronze_dir, age, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
@@ -427,35 +508,48 @@ def bronze_prune(
 @app.command("schedule")
 def schedule_command(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="cron or systemd.")],
+    kind: Annotated[str, typer.Argument(help="cron, systemd or logrotate.")],
     user: Annotated[str | None, typer.Option(
-        help="systemd: the user the service runs as (default: you, or 'retailctl' for root).",
+        help="Who runs it (default: you; for systemd as root, 'retailctl').",
         show_default=False)] = None,
     output_dir: Annotated[Path | None, typer.Option(
         help="systemd: write the unit files here instead of printing them.",
         show_default=False)] = None,
 ) -> None:
-    """Print the crontab line or the systemd units for this install, paths filled in."""
-    if kind not in ("cron", "systemd"):
-        raise typer.BadParameter("choose cron or systemd", param_hint="KIND")
+    """Print the crontab lines, systemd units or logrotate file for this install, paths filled in."""
+    if kind not in ("cron", "systemd", "logrotate"):
+        raise typer.BadParameter("choose cron, systemd or logrotate", param_hint="KIND")
 
     def work() -> None:
         settings = settings_of(ctx)
-        workdir = Path.cwd()
+        install = schedule.Install.here(
+            Path.cwd(), settings.data_dir, settings.env_file,
+            user or (schedule.default_user() if kind == "systemd" else getpass.getuser()))
         if kind == "cron":
-            console.say(schedule.cron(workdir, settings.data_dir).rstrip())
-            return
-        service_user = user or schedule.default_user()
-        for name, text in schedule.systemd_units(workdir, settings.data_dir, service_user).items():
-            if output_dir is None:
-                console.say(f"# --- {name}")
-                console.say(text.rstrip())
-            else:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                (output_dir / name).write_text(text)
-                console.say(f"wrote {output_dir / name}")
+            console.say(schedule.cron(install).rstrip())
+        elif kind == "logrotate":
+            console.say(schedule.logrotate(install).rstrip())
+        else:
+            write_units(install, output_dir, embedded=settings.database_url is None)
 
     run(ctx, work)
+
+
+def write_units(install: schedule.Install, output_dir: Path | None, *, embedded: bool) -> None:
+    """The units on stdout (or into files); next steps and warnings on stderr."""
+    for name, text in schedule.systemd_units(install).items():
+        if output_dir is None:
+            console.say(f"# --- {name}")
+            console.say(text.rstrip())
+        else:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / name).write_text(text)
+            console.say(f"wrote {output_dir / name}")
+    for warning in schedule.systemd_warnings(install, embedded):
+        console.warn(warning)
+    console.notice("next steps, as root:")
+    for step in schedule.systemd_next_steps(install, output_dir):
+        console.notice(f"  {step}")
 
 
 # -- the mock API --------------------------------------------------------------------------
@@ -517,3 +611,6 @@ def main() -> None:
     except Terminated:  # raised outside a command body (during start-up or teardown)
         console.error("stopped by SIGTERM")
         sys.exit(Terminated.exit_code)
+    except BrokenPipeError:  # the Python docs' "Note on SIGPIPE": quiet, no traceback
+        console.silence(sys.stdout)
+        sys.exit(BROKEN_PIPE_EXIT)

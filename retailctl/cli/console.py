@@ -1,10 +1,15 @@
-"""Output: rich on a terminal, plain lines in cron logs and pipes; errors on stderr."""
+"""Output: rich on a terminal, plain lines in cron logs and pipes; errors on stderr.
+
+A reader that goes away (`retailctl status | head -5`, `| grep -q`) silences the stream for the
+rest of the command instead of failing it: the work finishes and the exit code is the work's.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
@@ -19,27 +24,44 @@ def interactive() -> bool:
     return stdout.is_terminal
 
 
+def write(stream: TextIO, text: str) -> None:
+    """Write and flush; a closed pipe silences the stream (see the module docstring)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point the stream's descriptor at /dev/null: what is still buffered, and every later
+    write (the interpreter's last flush included), goes nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
 def say(message: str) -> None:
     """A plain line: cron logs and pipes get it byte for byte (no wrapping, no tab expansion)."""
-    print(message, flush=True)
+    write(sys.stdout, f"{message}\n")
 
 
 def notice(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    write(sys.stderr, f"{message}\n")
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    write(sys.stderr, f"warning: {message}\n")
 
 
 def error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    write(sys.stderr, f"error: {message}\n")
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str).decode())
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    write(sys.stdout, orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

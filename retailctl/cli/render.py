@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from retailctl import gold
@@ -10,10 +11,12 @@ from retailctl.errors import StepFailed
 from retailctl.load import LoadResult
 
 
-def render_load(result: LoadResult, *, dry_run: bool, as_json: bool) -> None:
+def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
     """The load summary; a file that did not load is an error line each, and exit 1."""
     if as_json:
         console.print_json(result.to_dict())
+    elif result.found == 0:
+        console.say(f"no bronze files under {bronze_dir}: run `retailctl extract` first")
     elif dry_run:
         for path in result.pending:
             console.say(f"would load {path}")
@@ -58,7 +61,8 @@ def render_status(collected: dict[str, Any]) -> None:
     cursor = collected["cursor"]
     console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
                 f"{cursor['last_run_ts'] or 'never'})")
-    console.say(f"lock: {collected['lock_holder'] or 'free'}")
+    holder = collected["lock_holder"]
+    console.say(f"lock: {holder.describe() if holder else 'free'}")
     console.table("recent runs", ("started", "trigger", "status", "seconds", "error"), [
         (f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["trigger"], r["status"],
          f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", r["error"] or "")
