@@ -20,7 +20,11 @@ from typing import Any
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.sdk import DAG, BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+try:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # earlier Airflow 3 releases have them in airflow.exceptions only
+    from airflow.exceptions import AirflowException, AirflowFailException
 
 RETAILCTL = os.environ.get("RETAILCTL_BIN", "retailctl")
 NOT_RETRIED = {2: "usage error", 3: "dbt data tests failed", 77: "credentials rejected",
