@@ -6,8 +6,9 @@ Every setting is declared once in SETTING_SPECS (env name, default, parser), so 
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
                 secret=True),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTING_SPECS}
+ENV_FILE_VARIABLE = "RETAIL_ENV_FILE"
+# RETAIL_* names that are not settings but are legitimately in an environment: the env file's
+# own variable, the test suite's and the benchmarks' servers, and the variables retailctl sets
+# for dbt's profile (RETAIL_DBT_*, see gold.dbt_environment).
+NON_SETTING_NAMES = frozenset({ENV_FILE_VARIABLE, "RETAIL_TEST_DATABASE_URL",
+                               "RETAIL_BENCH_DATABASE_URL"})
+NON_SETTING_PREFIXES = ("RETAIL_DBT_",)
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,7 @@ class Settings:
     healthcheck_url: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     serving_demo_data: bool = False  # api_url points at a bundled mock started for this command
+    env_file: Path | None = None  # the env file read, if any
 
     @property
     def demo_mode(self) -> bool:
@@ -231,11 +240,19 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = None,
 ) -> Settings:
-    """Resolve every setting once; a bad value raises ConfigError naming the setting."""
+    """Resolve every setting once; a bad value or an unknown RETAIL_* name raises ConfigError.
+
+    `env_file` is read when it exists (the CLI passes `choose_env_file`'s answer); without it,
+    `choose_env_file` decides.
+    """
     environ = os.environ if environ is None else environ
-    env_file = Path.cwd() / ".env" if env_file is None else env_file
-    file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} \
-        if env_file.is_file() else {}
+    if env_file is None:
+        env_file = choose_env_file(None, environ)
+    elif not env_file.is_file():
+        env_file = None
+    file_values = read_env_file(env_file) if env_file is not None else {}
+    reject_unknown_names(environ, "the environment")
+    reject_unknown_names(file_values, f"the env file {env_file}")
     overrides = overrides or {}
 
     values: dict[str, Any] = {}
@@ -246,8 +263,10 @@ def load_settings(
             raw, source = str(override), "option"
         elif environ.get(spec.env, "") != "":
             raw, source = environ[spec.env], "environment"
-        elif file_values.get(spec.env, "") != "":
+        elif file_values.get(spec.env, "") != "" and env_file is not None:
             raw, source = file_values[spec.env], ".env"
+            if spec.parse is _path:  # a relative path in a file is relative to that file
+                raw = str(env_file.parent / Path(raw).expanduser())
         else:
             values[spec.name] = _default(spec)
             sources[spec.name] = "default"
@@ -258,7 +277,46 @@ def load_settings(
             shown = REDACTED if spec.secret else repr(raw)
             raise ConfigError(f"{spec.env}={shown} is invalid: {exc}") from None
         sources[spec.name] = source
-    return Settings(**values, sources=sources)
+    return Settings(**values, sources=sources, env_file=env_file)
+
+
+def choose_env_file(option: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The env file to read: the --env-file option, else RETAIL_ENV_FILE, else ./.env if it
+    exists (None: no file). A file named by the option or the variable must exist: cron and
+    systemd name one file, and a typo there must not mean running on the defaults."""
+    if option is not None:
+        named, how = option, "--env-file"
+    elif environ.get(ENV_FILE_VARIABLE, "") != "":
+        named, how = Path(environ[ENV_FILE_VARIABLE]), ENV_FILE_VARIABLE
+    else:
+        default = Path.cwd() / ".env"
+        return default if default.is_file() else None
+    named = named.expanduser().absolute()
+    if not named.is_file():
+        raise ConfigError(f"{how}={named}: no such file")
+    return named
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return {k: v for k, v in dotenv_values(stream=handle).items() if v is not None}
+    except OSError as exc:  # a root-only file read by a service user, most often
+        raise ConfigError(f"cannot read the env file {path}: {exc.strerror}") from None
+
+
+def reject_unknown_names(names: Iterable[str], where: str) -> None:
+    """A misspelt setting is an error, not a silent default (RETAIL_DATABSE_URL…)."""
+    known = [spec.env for spec in SETTING_SPECS]
+    for name in sorted(names):
+        if not name.startswith("RETAIL_") or name in known or name in NON_SETTING_NAMES \
+                or name.startswith(NON_SETTING_PREFIXES):
+            continue
+        # compared without the prefix all share, which would make every name look close
+        close = difflib.get_close_matches(name.removeprefix("RETAIL_"),
+                                          [env.removeprefix("RETAIL_") for env in known], n=1)
+        hint = f"did you mean RETAIL_{close[0]}?" if close else "`retailctl config` lists the settings"
+        raise ConfigError(f"unknown setting {name} in {where}: {hint}")
 
 
 def _default(spec: SettingSpec) -> Any:

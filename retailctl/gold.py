@@ -293,13 +293,11 @@ def deps(settings: Settings, database_url: str) -> DbtResult | None:
     return result
 
 
-def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
-    """`dbt docs generate` (a failure raises StepFailed), then optionally serve them."""
+def docs(settings: Settings, database_url: str) -> DbtResult:
+    """`dbt docs generate` into the data dir's target/ (a failure raises StepFailed); served
+    by `docs_server`, not `dbt docs serve`."""
     result = invoke(settings, database_url, ["docs", "generate"])
     if not result.success:
         raise StepFailed("dbt docs generate failed: see the dbt log under the data dir "
                          f"({DbtPaths.for_settings(settings).logs})")
-    if serve:
-        invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                        "--no-browser"])
     return result

@@ -55,7 +55,7 @@ def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[s
     return {
         "cursor": {"next_sales_id": cursor.next_sales_id, "last_run_ts": cursor.last_run_ts,
                    "note": cursor.note},
-        "lock_holder": lock_holder(conn),
+        "lock_holder": lock_holder(conn),  # a LockHolder (JSON: its fields) or None
         "runs": [dict(zip(columns, row, strict=True))
                  for row in conn.execute(RECENT_RUNS, (runs,)).fetchall()],
         "bronze_files": bronze_files(bronze_dir),

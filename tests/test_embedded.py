@@ -72,6 +72,8 @@ def test_a_cluster_of_another_major_is_refused_exit_78(cluster_of_postgres_17: P
                                       "RETAIL_DATA_DIR": str(data_dir)})
     assert result.returncode == 78
     assert result.stderr.splitlines() == [
+        f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in {cluster_of_postgres_17} "
+        f"for the data dir {data_dir}",
         f"error: the embedded database in {cluster_of_postgres_17} was created by PostgreSQL 17, but "
         "this retailctl ships PostgreSQL 18, which cannot read it: use a retailctl release that ships "
         "PostgreSQL 17 to run on it or to dump it (pg_dump), or move the directory aside to start an "

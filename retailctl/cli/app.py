@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import getpass
 import os
 import signal
 import sys
@@ -15,16 +16,17 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, gold, pipeline, prune, schedule, status
+from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status
 from retailctl.cli import console
 from retailctl.cli.render import RunView, render_dbt, render_doctor, render_load, render_status
-from retailctl.config import LOG_FORMATS, SETTING_SPECS, Settings, load_settings
-from retailctl.errors import RetailctlError, Terminated, step_of
+from retailctl.config import LOG_FORMATS, SETTING_SPECS, Settings, choose_env_file, load_settings
+from retailctl.errors import ConfigError, RetailctlError, Terminated, step_of
 from retailctl.extract import ENTITIES, extract
 from retailctl.load import load
 from retailctl.monitor import Monitor
 from retailctl.store import state
-from retailctl.store.db import open_database
+from retailctl.store.db import Database, open_database
+from retailctl.store.embedded import EmbeddedPostgres, pgdata_dir
 from retailctl.store.lock import pipeline_lock
 from retailctl.store.migrations import migrate
 
@@ -46,11 +48,13 @@ bronze_app = typer.Typer(help="Bronze file housekeeping.", no_args_is_help=True)
 app.add_typer(bronze_app, name="bronze")
 
 T = TypeVar("T")  # what a command body returns
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool cut off by its reader
 
 
 @dataclasses.dataclass
 class CliState:
     overrides: dict[str, Any]
+    env_file: Path | None = None
     settings: Settings | None = None
     monitor: Monitor | None = None  # metrics and pings of a pipeline command, when configured
 
@@ -81,6 +85,10 @@ def root(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Also a line per page, file and dbt node, and each setting's source.")
     ] = False,
+    env_file: Annotated[Path | None, typer.Option(
+        readable=False,  # checked by choose_env_file: exit 78 like RETAIL_ENV_FILE, not 2
+        help="Read settings from this file instead of ./.env (it must exist). "
+             "[env: RETAIL_ENV_FILE]", show_default=False)] = None,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
@@ -91,19 +99,32 @@ def root(
     console.configure(verbosity=console.QUIET if quiet else console.VERBOSE if verbose else console.NORMAL,
                       log_format=early_format if early_format in LOG_FORMATS else None)
     ctx.obj = CliState(overrides={"data_dir": data_dir, "database_url": database_url,
-                                  "api_url": api_url, "trigger": trigger})
+                                  "api_url": api_url, "trigger": trigger}, env_file=env_file)
 
 
 def settings_of(ctx: typer.Context) -> Settings:
     cli_state: CliState = ctx.find_root().obj
     if cli_state.settings is None:
-        settings = load_settings(cli_state.overrides)
+        env_file = choose_env_file(cli_state.env_file, os.environ)
+        settings = load_settings(cli_state.overrides, env_file=env_file)
         console.configure(log_format=settings.log_format)
         for spec in SETTING_SPECS:
             console.detail(f"setting {spec.env}={settings.display_value(spec.name)} "
                            f"({settings.sources[spec.name]})")
         cli_state.settings = settings
     return cli_state.settings
+
+
+@contextlib.contextmanager
+def database_of(settings: Settings, *, run_migrations: bool = True) -> Iterator[Database]:
+    """The command's database; a run on the embedded server says so first, and where its data
+    lives (the demo banner says it in demo mode), so that a different working directory never
+    silently means a different, empty database."""
+    if settings.database_url is None and not settings.serving_demo_data:
+        console.notice(f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in "
+                       f"{pgdata_dir(settings.data_dir)} for the data dir {settings.data_dir}")
+    with open_database(settings, run_migrations=run_migrations) as database:
+        yield database
 
 
 def observer_of(ctx: typer.Context, view: RunView) -> pipeline.RunObserver:
@@ -129,6 +150,9 @@ def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
         result = action()
     except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: exit as it says
         raise
+    except BrokenPipeError:  # output written past console's guard (it silences, not raises)
+        console.silence(sys.stdout)
+        raise typer.Exit(code=BROKEN_PIPE_EXIT) from None
     except BaseException as exc:
         failure = _failure(exc)
         if failure is None:
@@ -186,7 +210,8 @@ def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Sett
     with BackgroundServer(MockConfig()) as server:
         notice = (f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
                   f"generated demo data from the bundled mock API at {server.url} and an embedded "
-                  f"PostgreSQL under {settings.data_dir}")
+                  f"PostgreSQL with its data in {pgdata_dir(settings.data_dir)} (bronze files "
+                  f"under {settings.data_dir}; `retailctl db reset --yes` deletes the database)")
         (console.notice if quiet else console.info)(notice)
         yield dataclasses.replace(settings, api_url=server.url, api_key=DEFAULT_API_KEY,
                                   serving_demo_data=True)
@@ -215,6 +240,7 @@ def config_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
         rows = [(spec.env, settings.display_value(spec.name), settings.sources[spec.name])
                 for spec in SETTING_SPECS]
         console.table("retailctl settings", ("setting", "value", "source"), rows)
+        console.say(f"env file: {settings.env_file or '(none)'}")
         console.say(f"mode: {MODES[mode]}")
 
     run(ctx, show, as_json=as_json)
@@ -237,7 +263,7 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Apply the SQL migrations not yet applied (every command also does this itself)."""
 
     def apply() -> None:
-        with open_database(settings_of(ctx), run_migrations=False) as database, \
+        with database_of(settings_of(ctx), run_migrations=False) as database, \
                 database.connect(autocommit=True, purpose="migrate") as conn:
             applied = migrate(conn)
         if as_json:
@@ -247,6 +273,33 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
                     else "schema up to date: no migration to apply")
 
     run(ctx, apply, as_json=as_json)
+
+
+@db_app.command("reset")
+def db_reset(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: every table is deleted.")] = False,
+) -> None:
+    """Delete the embedded database of this data dir, to start over (bronze files are kept)."""
+    if not yes:
+        console.error("db reset deletes the embedded database with all its tables; "
+                      "add --yes to confirm")
+        raise typer.Exit(code=2)
+
+    def reset() -> None:
+        settings = settings_of(ctx)
+        if settings.database_url is not None:
+            raise ConfigError("db reset deletes only the embedded PostgreSQL, and "
+                              "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
+                              "database (drop its schemas meta, silver and gold yourself)")
+        pgdata = pgdata_dir(settings.data_dir)
+        if EmbeddedPostgres(settings.data_dir).reset():
+            console.say(f"deleted the embedded database in {pgdata}; the bronze files under "
+                        f"{settings.bronze_dir} are kept (the next load reads them again)")
+        else:
+            console.say(f"no embedded database in {pgdata}: nothing to delete")
+
+    run(ctx, reset)
 
 
 # -- extract -------------------------------------------------------------------------------
@@ -274,7 +327,7 @@ def extract_command(
         settings = settings_of(ctx)
         view = RunView()
         with source_settings(settings, quiet=as_json) as settings, \
-                open_database(settings) as database, \
+                database_of(settings) as database, \
                 pipeline.single_step(settings, database, "extract", observer_of(ctx, view)), view:
             results = extract(settings, database, entities=entities, from_id=from_id,
                               progress=view.extract_progress, warn=view.warn)
@@ -303,12 +356,12 @@ def load_command(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with open_database(settings) as database, \
+        with database_of(settings) as database, \
                 pipeline.single_step(settings, database, "load", observer_of(ctx, view)):
             with view:
                 result = load(database, settings.bronze_dir, dry_run=dry_run,
                               progress=view.load_progress)
-            render_load(result, dry_run=dry_run, as_json=as_json)
+            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_dir)
 
     run(ctx, work, as_json=as_json, step="load", monitored=True)
 
@@ -331,7 +384,7 @@ def transform(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with open_database(settings) as database, \
+        with database_of(settings) as database, \
                 pipeline.single_step(settings, database, "transform", observer_of(ctx, view)), view:
             results = gold.transform(settings, database.url, select, full_refresh=full_refresh,
                                      on_node=view.dbt_node)
@@ -356,7 +409,7 @@ def test_command(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with open_database(settings) as database, \
+        with database_of(settings) as database, \
                 pipeline.single_step(settings, database, "test", observer_of(ctx, view)), \
                 database.connect(autocommit=True, purpose="test") as conn:
             with view:
@@ -377,7 +430,7 @@ def deps(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database:
+        with database_of(settings) as database:
             result = gold.deps(settings, database.url)
         if as_json:
             console.print_json({"installed": result is not None})
@@ -391,23 +444,42 @@ def deps(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def docs(
     ctx: typer.Context,
-    serve: Annotated[bool, typer.Option(help="Serve the docs on 127.0.0.1:8081 afterwards.")] = False,
+    serve: Annotated[bool, typer.Option(help="Serve the docs over HTTP afterwards, until Ctrl-C.")
+                     ] = False,
+    host: Annotated[str, typer.Option(help="--serve: the address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the port (0: any free one).")
+                    ] = 8081,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate the dbt documentation of the Gold models (under the data dir)."""
+    """Generate the dbt documentation of the Gold models (under the data dir); --serve it."""
 
     def work() -> None:
         settings = settings_of(ctx)
         target = gold.DbtPaths.for_settings(settings).target
-        with open_database(settings) as database:
-            result = gold.docs(settings, database.url, serve=serve)
-        if as_json:
+        with database_of(settings) as database:
+            result = gold.docs(settings, database.url)
+        if as_json and not serve:
             console.print_json({"success": result.success, "target": target,
                                 "seconds": result.seconds})
             return
         console.say(f"dbt docs generated in {target}")
+        if serve:
+            serve_docs(target, host, port)
 
     run(ctx, work, as_json=as_json)
+
+
+def serve_docs(target: Path, host: str, port: int) -> None:
+    """Serve until Ctrl-C or SIGTERM; either ends it with one line and exit 0."""
+    server = docs_server.open_server(target, host, port)
+    console.say(f"serving the docs on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, Terminated):
+        pass
+    finally:
+        server.server_close()
+    console.say("docs server stopped")
 
 
 # -- the whole pipeline -----------------------------------------------------------------------
@@ -421,7 +493,7 @@ def run_all(ctx: typer.Context, as_json: JsonOption = False) -> None:
         settings = settings_of(ctx)
         view = RunView()
         with source_settings(settings, quiet=as_json) as settings, \
-                open_database(settings) as database:
+                database_of(settings) as database:
             try:
                 result = pipeline.run_all(settings, database, observer=observer_of(ctx, view))
             except BaseException as exc:
@@ -444,7 +516,7 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, database.connect(autocommit=True) as conn:
+        with database_of(settings) as database, database.connect(autocommit=True) as conn:
             collected = status.collect(conn, settings.bronze_dir)
         if as_json:
             console.print_json(collected)
@@ -486,7 +558,7 @@ def state_show(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Print the sales cursor: the next sale id to read, the last run and its note."""
 
     def show() -> None:
-        with open_database(settings_of(ctx)) as database, database.connect() as conn:
+        with database_of(settings_of(ctx)) as database, database.connect() as conn:
             cursor = state.read_cursor(conn)
         if as_json:
             console.print_json(dataclasses.asdict(cursor))
@@ -501,22 +573,30 @@ def state_show(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @state_app.command("set")
 def state_set(
     ctx: typer.Context,
-    last_sales_id: Annotated[int, typer.Option(
-        min=1, help="The next sale id the next extract reads (as in the original project).")],
+    next_sales_id: Annotated[int | None, typer.Option(
+        min=1, help="The sale id the next extract reads first.", show_default=False)] = None,
+    last_sales_id: Annotated[int | None, typer.Option(
+        min=1, help="Deprecated alias of --next-sales-id.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Move the sales cursor, for a backfill or to skip ahead."""
+    if last_sales_id is not None:
+        console.warn("--last-sales-id is deprecated: it sets the next sale id to read; "
+                     "use --next-sales-id")
+    if (next_sales_id is None) == (last_sales_id is None):
+        raise typer.BadParameter("give the next sale id to read, once", param_hint="--next-sales-id")
+    next_id = next_sales_id if next_sales_id is not None else last_sales_id
+    assert next_id is not None
 
     def move() -> None:
-        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
+        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
                 database.connect() as conn, conn.transaction():
             before = state.read_cursor(conn).next_sales_id
-            state.set_cursor(conn, last_sales_id,
-                             f"set by hand with `retailctl state set` (was {before})")
+            state.set_cursor(conn, next_id, f"set by hand with `retailctl state set` (was {before})")
         if as_json:
-            console.print_json({"next_sales_id": last_sales_id, "previous_next_sales_id": before})
+            console.print_json({"next_sales_id": next_id, "previous_next_sales_id": before})
             return
-        console.say(f"next sales id: {before} -> {last_sales_id}")
+        console.say(f"next sales id: {before} -> {next_id}")
 
     run(ctx, move, as_json=as_json)
 
@@ -535,7 +615,7 @@ def state_reset(
         raise typer.Exit(code=2)
 
     def reset() -> None:
-        with open_database(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
+        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
                 database.connect() as conn, conn.transaction():
             before = state.read_cursor(conn).next_sales_id
             state.set_cursor(conn, 1, f"reset with `retailctl state reset` (was {before})")
@@ -574,7 +654,7 @@ def bronze_prune(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, pipeline_lock(database, "bronze prune"), \
+        with database_of(settings) as database, pipeline_lock(database, "bronze prune"), \
                 database.connect(autocommit=True) as conn:
             result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
         if as_json:
@@ -592,42 +672,57 @@ def bronze_prune(
 @app.command("schedule")
 def schedule_command(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="cron or systemd.")],
+    kind: Annotated[str, typer.Argument(help="cron, systemd or logrotate.")],
     user: Annotated[str | None, typer.Option(
-        help="systemd: the user the service runs as (default: you, or 'retailctl' for root).",
+        help="Who runs it (default: you; for systemd as root, 'retailctl').",
         show_default=False)] = None,
     output_dir: Annotated[Path | None, typer.Option(
         help="systemd: write the unit files here instead of printing them.",
         show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the crontab line or the systemd units for this install, paths filled in."""
-    if kind not in ("cron", "systemd"):
-        raise typer.BadParameter("choose cron or systemd", param_hint="KIND")
+    """Print the crontab lines, systemd units or logrotate file for this install, paths filled in."""
+    if kind not in ("cron", "systemd", "logrotate"):
+        raise typer.BadParameter("choose cron, systemd or logrotate", param_hint="KIND")
 
     def work() -> None:
         settings = settings_of(ctx)
-        workdir = Path.cwd()
+        install = schedule.Install.here(
+            Path.cwd(), settings.data_dir, settings.env_file,
+            user or (schedule.default_user() if kind == "systemd" else getpass.getuser()))
         if kind == "cron":
-            text = schedule.cron(workdir, settings.data_dir).rstrip()
+            text = schedule.cron(install).rstrip()
             console.print_json({"kind": kind, "text": text}) if as_json else console.say(text)
-            return
-        service_user = user or schedule.default_user()
-        units = schedule.systemd_units(workdir, settings.data_dir, service_user)
-        written = []
-        for name, text in units.items():
-            if output_dir is None and not as_json:
-                console.say(f"# --- {name}")
-                console.say(text.rstrip())
-            elif output_dir is not None:
-                output_dir.mkdir(parents=True, exist_ok=True)
-                (output_dir / name).write_text(text)
-                written.append(str(output_dir / name))
-                console.info(f"wrote {output_dir / name}")
-        if as_json:
-            console.print_json({"kind": kind, "units": units, "written": written})
+        elif kind == "logrotate":
+            text = schedule.logrotate(install).rstrip()
+            console.print_json({"kind": kind, "text": text}) if as_json else console.say(text)
+        else:
+            write_units(install, output_dir, embedded=settings.database_url is None, as_json=as_json)
 
     run(ctx, work, as_json=as_json)
+
+
+def write_units(install: schedule.Install, output_dir: Path | None, *, embedded: bool,
+                as_json: bool = False) -> None:
+    """The units on stdout (or into files); next steps and warnings on stderr."""
+    units = schedule.systemd_units(install)
+    written = []
+    for name, text in units.items():
+        if output_dir is None and not as_json:
+            console.say(f"# --- {name}")
+            console.say(text.rstrip())
+        elif output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / name).write_text(text)
+            written.append(str(output_dir / name))
+            console.info(f"wrote {output_dir / name}")
+    if as_json:
+        console.print_json({"kind": "systemd", "units": units, "written": written})
+    for warning in schedule.systemd_warnings(install, embedded):
+        console.warn(warning)
+    console.notice("next steps, as root:")
+    for step in schedule.systemd_next_steps(install, output_dir):
+        console.notice(f"  {step}")
 
 
 # -- the mock API --------------------------------------------------------------------------
@@ -689,3 +784,6 @@ def main() -> None:
     except Terminated:  # raised outside a command body (during start-up or teardown)
         console.error("stopped by SIGTERM")
         sys.exit(Terminated.exit_code)
+    except BrokenPipeError:  # the Python docs' "Note on SIGPIPE": quiet, no traceback
+        console.silence(sys.stdout)
+        sys.exit(BROKEN_PIPE_EXIT)

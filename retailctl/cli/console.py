@@ -10,10 +10,14 @@ know what to do with them:
 
 With RETAIL_LOG_FORMAT=json every line that is not the command's answer is one JSON object on
 stderr (`{"ts", "level", "message", ...}`); with `--json` stdout holds one JSON document only.
+
+A reader that goes away (`retailctl status | head -5`, `| grep -q`) silences the stream for the
+rest of the command instead of failing it: the work finishes and the exit code is the work's.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from rich.console import Console
@@ -59,6 +63,25 @@ def interactive() -> bool:
     return stdout.is_terminal
 
 
+def write(stream: TextIO, text: str) -> None:
+    """Write and flush; a closed pipe silences the stream (see the module docstring)."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point the stream's descriptor at /dev/null: what is still buffered, and every later
+    write (the interpreter's last flush included), goes nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
 def live() -> bool:
     """Draw live progress: on a terminal, and not when lines are for a machine or muted."""
     return interactive() and not MODE.log_json and MODE.verbosity > QUIET
@@ -69,7 +92,7 @@ def say(message: str) -> None:
     if MODE.stdout_json:
         _log("info", message, {})
         return
-    print(message, flush=True)
+    write(sys.stdout, f"{message}\n")
 
 
 def info(message: str, **fields: Any) -> None:
@@ -79,7 +102,7 @@ def info(message: str, **fields: Any) -> None:
     if MODE.log_json or MODE.stdout_json:
         _log("info", message, fields)
         return
-    print(message, flush=True)
+    write(sys.stdout, f"{message}\n")
 
 
 def notice(message: str, **fields: Any) -> None:
@@ -101,7 +124,7 @@ def warn(message: str, **fields: Any) -> None:
 def error(message: str, *, detail: str = "", **fields: Any) -> None:
     """An error line; `detail` (a traceback) goes before it, or in its JSON object."""
     if detail and not MODE.log_json:
-        print(detail, file=sys.stderr, flush=True)
+        write(sys.stderr, f"{detail}\n")
     _log("error", message, {**fields, "detail": detail} if detail else fields)
 
 
@@ -114,7 +137,7 @@ def _log(level: str, message: str, fields: dict[str, Any]) -> None:
                           "level": level, "message": message, **fields})
     else:
         line = PREFIXES[level] + message
-    print(line, file=sys.stderr, flush=True)
+    write(sys.stderr, f"{line}\n")
 
 
 def _json_default(value: Any) -> Any:
@@ -134,10 +157,8 @@ def json_line(document: Any) -> str:
 
 
 def print_json(document: Any) -> None:
-    sys.stdout.write(orjson.dumps(document, default=_json_default,
-                                  option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    write(sys.stdout, orjson.dumps(document, default=_json_default,
+                                   option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -4,6 +4,7 @@ terminal, and the tally that closes a run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retailctl import gold, pipeline
@@ -15,12 +16,14 @@ if TYPE_CHECKING:
     from retailctl.doctor import Check
 
 
-def render_load(result: LoadResult, *, dry_run: bool, as_json: bool) -> None:
+def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
     """The load summary; a file that did not load is an error line each, and exit 1."""
     if as_json and not result.errors:
         console.print_json(result.to_dict())
     elif as_json:
         pass  # the error object is the document
+    elif result.found == 0:
+        console.say(f"no bronze files under {bronze_dir}: run `retailctl extract` first")
     elif dry_run:
         for path in result.pending:
             console.say(f"would load {path}")
@@ -69,7 +72,8 @@ def render_status(collected: dict[str, Any]) -> None:
     cursor = collected["cursor"]
     console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
                 f"{cursor['last_run_ts'] or 'never'})")
-    console.say(f"lock: {collected['lock_holder'] or 'free'}")
+    holder = collected["lock_holder"]
+    console.say(f"lock: {holder.describe() if holder else 'free'}")
     console.table("recent runs", ("started", "trigger", "status", "seconds", "error"), [
         (f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["trigger"], r["status"],
          f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", r["error"] or "")

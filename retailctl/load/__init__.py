@@ -32,7 +32,9 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
     started = time.monotonic()
     result = LoadResult()
     with database.connect(autocommit=True, purpose="load") as conn:
-        pending, result.errors = pending_files(conn, find_files(bronze_dir))
+        found = find_files(bronze_dir)
+        result.found = len(found)
+        pending, result.errors = pending_files(conn, found)
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
