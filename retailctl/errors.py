@@ -9,6 +9,7 @@ RetailctlError (1)
 ├── ContractViolation (1)        the API answered outside its contract: an error status
 │                                retrying cannot fix, or a body of the wrong shape
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
+├── MigrationError (1)           recorded migrations do not match the schema/ files
 ├── StepFailed (1)               a step failed for another stated reason
 └── DataTestsFailed (3)          dbt data tests failed
     └── LayersDisagree (3)       `verify`: bronze, silver, the fact and the mart (or the
@@ -18,6 +19,9 @@ Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a
 """
 
 from __future__ import annotations
+
+import contextlib
+from typing import Any
 
 
 class RetailctlError(Exception):
@@ -64,6 +68,14 @@ class BronzeFileError(RetailctlError):
     """A bronze file is malformed, or changed after it was loaded."""
 
 
+class MigrationError(RetailctlError):
+    """The database's recorded migrations do not match the shipped schema/ files.
+
+    An applied file whose checksum changed, or versions no shipped file knows: a broken install
+    or a database made by another (pre-release) version, never something to apply over.
+    """
+
+
 class StepFailed(RetailctlError):
     """A pipeline step failed for a stated reason."""
 
@@ -77,6 +89,10 @@ class DataTestsFailed(RetailctlError):
 class LayersDisagree(DataTestsFailed):
     """`verify` found a day on which the layers differ, or a source count that differs."""
 
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details  # the whole result: in the --json error object
+
 
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that transactions roll back on the way out.
@@ -85,3 +101,15 @@ class Terminated(BaseException):
     """
 
     exit_code = 143
+
+
+def mark_step(exc: BaseException, step: str) -> None:
+    """Note on an error the pipeline step it stopped (the first to note it wins)."""
+    if getattr(exc, "retailctl_step", None) is None:
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__
+            exc.retailctl_step = step  # type: ignore[attr-defined]
+
+
+def step_of(exc: BaseException) -> str | None:
+    """The pipeline step an error stopped, if it happened inside one."""
+    return getattr(exc, "retailctl_step", None)

@@ -165,7 +165,7 @@ class VerifyResult:
 
 def raise_for_differences(result: VerifyResult) -> None:
     if not result.ok:
-        raise LayersDisagree(result.summary())
+        raise LayersDisagree(result.summary(), details=result.to_dict())
 
 
 def verify(database: Database, settings: Settings, since: date | None = None) -> VerifyResult:

@@ -45,6 +45,7 @@ class SourceClient:
         self.warn = warn
         self.retries = 0  # retried requests, for the run summary
         self._limit_cap: int | None = None
+        self.base_url = shown_url(client.base_url)
 
     def page(self, path: str, params: Mapping[str, int]) -> Page:
         """One page; a `limit` above what the API accepted before is lowered to that."""
@@ -88,8 +89,14 @@ class SourceClient:
             if attempt < self.attempts:
                 self.retries += 1
                 self.sleep(delay)
-        raise SourceUnavailable(
-            f"GET {path} failed after {self.attempts} attempts (last: {last_problem})")
+        raise SourceUnavailable(f"GET {self.base_url}{path} failed after {self.attempts} attempts "
+                                f"(last: {last_problem})")
+
+
+def shown_url(url: httpx.URL) -> str:
+    """The API's base URL as errors show it: without credentials (the key is a header anyway)."""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/")
 
 
 def parse_page(path: str, body: bytes) -> Page:
