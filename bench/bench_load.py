@@ -41,7 +41,7 @@ def render_copy_data(bronze: Path) -> dict[str, bytes]:
     data = {}
     for table in TABLES:
         buffer = io.StringIO()
-        for path in sorted((bronze / table.entity).rglob("*.ndjson")):
+        for path in sorted((bronze / table.dataset).rglob("*.ndjson")):
             for raw in path.read_bytes().splitlines():
                 record = orjson.loads(raw)
                 values = [record[name] for name in table.column_names]
