@@ -117,33 +117,42 @@ def test_rejected_api_key_is_exit_77_with_nothing_written(mock_api, cli_env: dic
     assert cursor_of(db_url) is None
 
 
-def test_a_200_that_is_not_json_is_exit_1_and_writes_nothing_for_that_page(
+def test_a_200_that_is_not_json_is_retried_then_exit_1_keeping_the_pages_before(
         cli_env: dict[str, str], data_dir: Path, db_url: str) -> None:
-    def html_on_third_page(request: Request) -> Reply | None:
-        if request.path == "/sales" and request.number == 3:
+    def html_from_third_page(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number >= 3:
             return Reply(body=b"<html><body>Service maintenance</body></html>")
         return None
 
-    with ScriptedApi(html_on_third_page, DataConfig(sales=1_000)) as api:
-        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+    with ScriptedApi(html_from_third_page, DataConfig(sales=1_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100",
+               "RETAIL_HTTP_RETRIES": "2"}
         result = run_cli(["extract", "--entity", "sales"], env=env)
+        sales_requests = api.counts["/sales"]
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: GET /sales answered 200 with a body that is not JSON: "
-        "'<html><body>Service maintenance</body></html>'"]
+        "error: sales: GET /sales answered 200 with a body that is not JSON (line 1 column 1: "
+        "unexpected character, expected a JSON value): '<html><body>Service maintenance</body>"
+        "</html>' (tried 2 times)"]
+    assert sales_requests == 4  # two good pages, then the bad one twice
     assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == list(range(1, 201))
     assert cursor_of(db_url) == 201  # the two good pages are kept; the next run resumes there
 
 
-def test_a_200_without_items_is_a_contract_error(cli_env: dict[str, str]) -> None:
+def test_a_200_without_items_fails_that_entity_and_the_others_still_run(
+        cli_env: dict[str, str], data_dir: Path) -> None:
     def no_items(request: Request) -> Reply | None:
         return Reply(body=b'{"data": []}') if request.path == "/customers" else None
 
-    with ScriptedApi(no_items) as api:
+    with ScriptedApi(no_items, DataConfig(sales=300)) as api:
         result = run_cli(["extract"], env={**cli_env, "RETAIL_API_URL": api.url})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: GET /customers answered 200 without an `items` field: '{\"data\": []}'"]
+        "error: customers: GET /customers answered 200 without an `items` field: '{\"data\": []}'"]
+    assert [line.split(",")[0] for line in result.stdout.splitlines()] == [
+        "customers: 0 records", "products: 200 records", "sales: 300 sales"]
+    assert not list((data_dir / "bronze").glob("customers/*/*.ndjson"))
+    assert len(bronze_rows(data_dir, "sales_customer")) == 300
 
 
 def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir: Path,
@@ -158,7 +167,8 @@ def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir
     assert {line["sale_id"] for line in bronze_rows(data_dir, "sales_product")} == valid_ids
     reasons = {r["_reject_reason"] for r in rejected_sales}
     assert "items missing or empty: a sale has at least one line" in reasons
-    assert "datetime missing or not ISO-8601 with a UTC offset" in reasons
+    assert "datetime not an RFC 3339 date-time with an offset " \
+        "(YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM or Z)" in reasons
     assert any(reason.endswith("quantity missing or not an integer of at least 1") for reason in reasons)
     assert results["customers"].rejected == len(bronze_rows(data_dir, "customers", rejected=True)) > 0
     assert results["products"].rejected == len(bronze_rows(data_dir, "products", rejected=True)) > 0
