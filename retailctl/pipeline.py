@@ -1,8 +1,10 @@
 """`run-all`: extract → load → transform → test under one lock, with a history row per run.
 
-The run stops at the first failing step with that step's error (and so its exit code). When
-nothing reached silver since Gold was last built and tested, dbt is skipped: an idle hour
-costs an extract and a load that find nothing.
+The run stops at the first failing step with that step's error (and so its exit code); a step
+that fails only in part (an entity the source broke the contract for, a file or a line that
+could not load) lets the run go on with what did arrive, and the run then fails (exit 1) naming
+it. When nothing reached silver since Gold was last built and tested, dbt is skipped: an idle
+hour costs an extract and a load that find nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import psycopg
 
 from retailctl import gold
 from retailctl.config import Settings
-from retailctl.errors import StepFailed, Terminated
-from retailctl.extract import Progress, extract
+from retailctl.errors import RetailctlError, StepFailed, Terminated
+from retailctl.extract import Progress, extract, raise_for_failures
 from retailctl.load import load
 from retailctl.store.db import Database
 from retailctl.store.lock import pipeline_lock
@@ -171,21 +173,35 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
            warn: Callable[[str], None] | None) -> None:
     history.begin("extract")
     extracted = extract(settings, database, progress=progress, warn=warn)
-    history.record(StepRecord("extract", "success", history.elapsed(), {
+    failed = [e for e in extracted if e.error]
+    history.record(StepRecord("extract", "failed" if failed else "success", history.elapsed(), {
         e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
         for e in extracted}))
     on_step("extract", extracted)
+    partial: list[str] = []  # steps that failed in part: the run goes on, then fails
+    try:
+        raise_for_failures(extracted)
+    except RetailctlError as exc:
+        partial.append(f"extract: {exc}")
 
     history.begin("load")
     loaded = load(database, settings.bronze_dir)
-    history.record(StepRecord("load", "success" if not loaded.errors else "failed",
-                              history.elapsed(),
-                              {t.table: {"inserted": t.inserted, "updated": t.updated}
+    failure = loaded.failure()
+    history.record(StepRecord("load", "failed" if failure else "success", history.elapsed(),
+                              {t.table: {"inserted": t.inserted, "updated": t.updated,
+                                         "quarantined": t.quarantined}
                                for t in loaded.tables.values()}))
     on_step("load", loaded)
-    if loaded.errors:
-        raise StepFailed(f"load: {len(loaded.errors)} bronze file(s) not loaded: {loaded.errors[0]}")
+    if failure:
+        partial.append(f"load: {failure}: {[*loaded.errors, *loaded.quarantined][0]}")
+    _gold(settings, database, conn, history, on_step)
+    if partial:
+        raise StepFailed("; ".join(partial))
 
+
+def _gold(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
+          on_step: StepDone) -> None:
+    """Transform and test, unless nothing reached silver since Gold was built and tested."""
     newest = silver_loaded_at(conn)
     built = dict(conn.execute(GOLD_STATE).fetchall())
     if newest is not None and built.get("transform") == newest and built.get("test") == newest:

@@ -2,8 +2,9 @@
 
 Which files (`files`: the pending ones, in write order), read how (`lines`: parsed ahead on a
 thread), loaded how (`copy`: one transaction per file — COPY, update the rows that really
-differ, insert the new keys, record the file in the manifest). The tables are data (`tables`),
-their SQL composed from it.
+differ, insert the new keys, record the file in the manifest). A line that cannot load exactly
+(`checks`) is set aside with its reason (`quarantine`) and the rest of its file loads. The
+tables are data (`tables`), their SQL composed from it.
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ Progress = Callable[[str, int, int], None]  # table, rows so far, files so far
 
 def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
          progress: Progress | None = None) -> LoadResult:
-    """Load every pending bronze file; a bad file fails alone (listed in `errors`)."""
+    """Load every pending bronze file; a file that cannot load fails alone (listed in
+    `errors`), a line that cannot load is quarantined alone (`quarantined`)."""
     started = time.monotonic()
     result = LoadResult()
     with database.connect(autocommit=True, purpose="load") as conn:
-        pending, result.errors = pending_files(conn, find_files(bronze_dir))
+        found, result.errors = find_files(bronze_dir)
+        pending, changed = pending_files(conn, found)
+        result.errors += changed
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
         for file, items in read_ahead(pending):
             table_result = result.tables[file.table.name]
             try:
-                load_file(conn, file, items, table_result)
+                load_file(conn, bronze_dir, file, items, table_result)
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:

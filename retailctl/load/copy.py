@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 from retailctl.errors import BronzeFileError
 from retailctl.load.files import BronzeFile, record_loaded
-from retailctl.load.lines import End, Item, Rows, read_file
+from retailctl.load.lines import End, Item, Rows, read_checked, read_file
+from retailctl.load.quarantine import Quarantine
 from retailctl.load.result import TableResult
 from retailctl.load.tables import PLAN_FOR_SMALL_STAGE, SilverTable
+
+MAX_REFUSED = 100  # lines PostgreSQL may refuse in one file after the checks let them through
+# What a line of data can make PostgreSQL refuse (anything else is a bug or an outage: raised).
+_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                psycopg.errors.ProgramLimitExceeded)
 
 
 @dataclass
@@ -25,10 +32,20 @@ class Counts:
     inserted: int = 0
     updated: int = 0
     duplicates: int = 0
+    quarantined: int = 0
 
 
-def load_file(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item],
-              result: TableResult) -> None:
+class _Unclean(Exception):
+    """A line the way being tried cannot take; `line` when known (PostgreSQL named it)."""
+
+    def __init__(self, reason: str = "", line: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+
+
+def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
+              items: Iterator[Item], result: TableResult) -> None:
     """Load `file` (its parsed `items`) in one transaction; a crash at any instant rolls it
     back whole, and the next load takes it again.
 
@@ -37,10 +54,43 @@ def load_file(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item],
     2. Any other file, or one of those that meets an existing key after all (a re-extracted
        chunk, a duplicate line), COPYs into a staging table; then the rows that differ are
        updated and the new keys inserted.
-    3. The file is recorded in the manifest.
+    3. A file with a line that 1 and 2 cannot take is read again line by line: the lines
+       that cannot load are quarantined with their reasons, the others loaded as in 2.
+    4. The file is recorded in the manifest, with its quarantined lines.
     """
     first = next(items)
     items = chain([first], items)
+    quarantine = Quarantine(bronze_dir, file)
+    try:
+        with conn.transaction():
+            try:
+                counts = _load_fast(conn, file, first, items)
+            except _Unclean:
+                counts = _load_checked(conn, file, quarantine)
+            record_loaded(conn, file, counts.sha256, counts.lines - counts.quarantined,
+                          counts.quarantined)
+            quarantine.commit()  # durable before the load of the other lines commits
+    except BaseException:
+        quarantine.abort()
+        raise
+    result.files += 1
+    result.rows += counts.lines
+    result.inserted += counts.inserted
+    result.updated += counts.updated
+    result.quarantined += counts.quarantined
+    result.unchanged += (counts.lines - counts.quarantined - counts.duplicates - counts.inserted
+                         - counts.updated)
+    result.duplicates += counts.duplicates
+    if counts.quarantined:
+        result.problems.append(
+            f"{file.relative}: {counts.quarantined} line(s) quarantined to {quarantine.path.name} "
+            f"under _rejected/load ({quarantine.first}); the other "
+            f"{counts.lines - counts.quarantined} loaded")
+
+
+def _load_fast(conn: psycopg.Connection, file: BronzeFile, first: Item,
+               items: Iterator[Item]) -> Counts:
+    """Steps 1 and 2, in a savepoint: an unclean file rolls back to it."""
     with conn.transaction():
         counts = None
         if _only_new_keys(conn, file.table, first):
@@ -49,18 +99,30 @@ def load_file(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item],
                 items = read_file(file)
         if counts is None:
             counts = _upsert(conn, file, items)
-        record_loaded(conn, file, counts.sha256, counts.lines)
-    result.files += 1
-    result.rows += counts.lines
-    result.inserted += counts.inserted
-    result.updated += counts.updated
-    result.unchanged += counts.lines - counts.duplicates - counts.inserted - counts.updated
-    result.duplicates += counts.duplicates
+        return counts
+
+
+def _load_checked(conn: psycopg.Connection, file: BronzeFile, quarantine: Quarantine) -> Counts:
+    """Step 3: the lines that pass the checks, staged and upserted. Should PostgreSQL still
+    refuse a line, it joins the quarantine and the file is tried again (a bounded number of
+    times); a failure it cannot pin on a line fails the file (BronzeFileError)."""
+    while True:
+        quarantine.start()
+        try:
+            with conn.transaction():
+                counts = _upsert(conn, file, read_checked(file, quarantine))
+        except _Unclean as exc:
+            if exc.line is None or len(quarantine.refused) >= MAX_REFUSED:
+                raise BronzeFileError(f"{file.relative}: {exc.reason}") from None
+            quarantine.refused[exc.line] = exc.reason
+            continue
+        counts.quarantined = quarantine.lines
+        return counts
 
 
 def _only_new_keys(conn: psycopg.Connection, table: SilverTable, first: Item) -> bool:
     """Does the file start past the table's highest key (new sales, the usual hourly case)?"""
-    if table.append_key is None or not isinstance(first, Rows):
+    if table.append_key is None or not isinstance(first, Rows) or not first.rows:
         return False
     row = conn.execute(table.max_key_sql).fetchone()
     return row is None or row[0] is None or first.rows[0][0] > row[0]
@@ -82,51 +144,67 @@ def _upsert(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item]) -
     table = file.table
     conn.execute(table.create_stage_sql)
     end = _copy(conn, table.copy_sql, file, items)
-    duplicates = conn.execute(table.count_duplicates_sql).fetchone()[0]  # type: ignore[index]
-    conn.execute(PLAN_FOR_SMALL_STAGE)
-    updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
-    inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
+    try:
+        duplicates = conn.execute(table.count_duplicates_sql).fetchone()[0]  # type: ignore[index]
+        conn.execute(PLAN_FOR_SMALL_STAGE)
+        updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
+        inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
+    except _DATA_ERRORS as exc:
+        raise _Unclean(exc.diag.message_primary or str(exc)) from None
     return Counts(end.sha256, end.lines, inserted, updated, duplicates)
 
 
 def _copy(conn: psycopg.Connection, statement: sql.Composable, file: BronzeFile,
           items: Iterator[Item]) -> End:
-    """COPY the file's rows with `statement`; returns its End. A line that cannot load is
-    named by its number (COPY counts one row per line of the file)."""
+    """COPY the file's rows with `statement`; returns its End. _Unclean for a row COPY
+    refuses, with its line in the file."""
     end = None
+    spans: list[tuple[int, Rows]] = []  # (rows copied before, the batch): COPY row -> line
+    copied = 0
     try:
         with conn.cursor() as cursor, cursor.copy(statement) as copy:
             for item in items:
                 if isinstance(item, End):
                     end = item
                     break
-                _write_rows(copy, file, item)
-            if end is not None and end.problem:
-                raise BronzeFileError(end.problem)
+                spans.append((copied, _numbering(item)))
+                _write_rows(copy, item)
+                copied += len(item.rows)
+            if end is not None and end.unclean:
+                raise _Unclean("a line the fast path cannot take")
     except psycopg.errors.UniqueViolation:
         raise  # only COPY straight into silver meets a key: its caller falls back to staging
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-        raise BronzeFileError(f"{file.relative}: {_copy_error_line(exc)}") from None
+    except _DATA_ERRORS as exc:
+        row = _copy_error_row(exc)
+        reason = exc.diag.message_primary or str(exc)
+        if row is None:
+            raise _Unclean(reason) from None
+        before, batch = next((start, batch) for start, batch in reversed(spans) if start < row)
+        raise _Unclean(reason, batch.line_of(row - 1 - before)) from None
     assert end is not None, "a file's items end with its End"
     return end
 
 
-def _write_rows(copy: psycopg.Copy, file: BronzeFile, batch: Rows) -> None:
+def _numbering(batch: Rows) -> Rows:
+    """The batch without its rows: what maps a COPY row number back to a line."""
+    return Rows(batch.file, [], batch.first_line, batch.lines)
+
+
+def _write_rows(copy: psycopg.Copy, batch: Rows) -> None:
     write_row = copy.write_row
     try:
         for row in batch.rows:
             write_row(row)
     except psycopg.ProgrammingError as exc:  # e.g. an object for a text column
-        line = batch.first_line + next(i for i, r in enumerate(batch.rows) if r is row)
-        raise BronzeFileError(f"{file.relative}: line {line}: {exc}") from None
+        index = next(i for i, r in enumerate(batch.rows) if r is row)
+        raise _Unclean(str(exc), batch.line_of(index)) from None
 
 
-def _copy_error_line(exc: psycopg.Error) -> str:
-    """'line N: message' from a COPY error's context ('COPY stage, line 17, column …')."""
+def _copy_error_row(exc: psycopg.Error) -> int | None:
+    """N from a COPY error's context ('COPY stage, line N, column …'): the Nth row sent."""
     context = exc.diag.context or ""
     marker = context.find(", line ")
-    message = exc.diag.message_primary or str(exc)
     if marker < 0:
-        return message
+        return None
     number = context[marker + 7:].split(",", 1)[0].split(":", 1)[0]
-    return f"line {number}: {message}"
+    return int(number) if number.isdigit() else None

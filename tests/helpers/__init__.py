@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -52,9 +53,19 @@ def fresh_database(admin_url: str) -> Iterator[str]:
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run the real `retailctl` in a child process, output captured (so not a terminal)."""
+    """Run the real `retailctl` in a child process, output captured (so not a terminal).
+
+    A PYTHONPATH the tests run under reaches the child too (a worktree's code, not the venv's).
+    """
+    if env is not None:
+        env = {**python_path(), **env}
     return subprocess.run([*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, check=False)
+
+
+def python_path() -> dict[str, str]:
+    """PYTHONPATH as the tests run under it, for a child's environment built from scratch."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def retailctl_executable() -> str:
