@@ -17,8 +17,8 @@ from retailctl import __version__, gold, pipeline, prune, schedule, status
 from retailctl.cli import console
 from retailctl.cli.render import render_dbt, render_load, render_status, render_step
 from retailctl.config import SETTING_SPECS, Settings, load_settings
-from retailctl.errors import RetailctlError, Terminated
-from retailctl.extract import ENTITIES, extract
+from retailctl.errors import RetailctlError, Terminated, from_os_error
+from retailctl.extract import ENTITIES, extract, raise_for_failures
 from retailctl.load import load
 from retailctl.store import state
 from retailctl.store.db import open_database
@@ -97,6 +97,9 @@ def run(ctx: typer.Context, action: Callable[[], T]) -> T:
         _fail(ctx, "stopped by SIGTERM; the open transaction was rolled back", Terminated.exit_code)
     except KeyboardInterrupt:
         _fail(ctx, "interrupted; the open transaction was rolled back", 130)
+    except OSError as exc:  # the data dir's file system: unwritable (78), full (1)
+        error = from_os_error(exc)
+        _fail(ctx, str(error), error.exit_code)
     except Exception as exc:  # a bug: keep the traceback, but never a secret in it
         _fail(ctx, f"internal error ({type(exc).__name__}: {exc}); please report it", 1,
               detail=traceback.format_exc().rstrip())
@@ -201,6 +204,7 @@ def extract_command(
         else:
             for result in results:
                 console.say(result.summary())
+        raise_for_failures(results)  # an entity that failed, after the others ran: exit 1
 
     run(ctx, work)
 
@@ -332,7 +336,8 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with open_database(settings) as database, database.connect(autocommit=True) as conn:
+        with open_database(settings, run_migrations=False) as database, \
+                database.connect(autocommit=True) as conn:  # read-only: never migrates
             collected = status.collect(conn, settings.bronze_dir)
         if as_json:
             console.print_json(collected)
