@@ -31,8 +31,14 @@ class _Deadline:
         """The time the next socket operation may take; ReadTimeout once the deadline passed."""
         left = self.at - time.monotonic()
         if left <= 0:
-            raise httpcore.ReadTimeout(f"no complete response within {self.seconds:g} s")
+            raise self.passed()
         return left if timeout is None else min(timeout, left)
+
+    def passed(self) -> httpcore.ReadTimeout:
+        return httpcore.ReadTimeout(f"no complete response within {self.seconds:g} s")
+
+    def is_over(self) -> bool:
+        return time.monotonic() >= self.at
 
 
 class _Stream(httpcore.NetworkStream):
@@ -41,7 +47,12 @@ class _Stream(httpcore.NetworkStream):
         self._deadline = deadline
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, self._deadline.bound(timeout))
+        try:
+            return self._stream.read(max_bytes, self._deadline.bound(timeout))
+        except httpcore.ReadTimeout:
+            if self._deadline.is_over():  # cut by the deadline, not by a silent server
+                raise self._deadline.passed() from None
+            raise
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         self._stream.write(buffer, self._deadline.bound(timeout))

@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from retailctl.errors import ContractViolation, CredentialsRejected, SourceUnavailable
+from retailctl.extract.body import ACCEPT_ENCODING, BodyTooLarge, UnreadableBody, read_body
 from retailctl.extract.deadline import DeadlineTransport
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -38,7 +39,8 @@ def make_client(api_url: str, api_key: str, timeout_s: float) -> httpx.Client:
 
     Each request has `timeout_s` in all (connect, send, every read), not per read.
     """
-    return httpx.Client(base_url=api_url, headers={"Authorization": api_key},
+    return httpx.Client(base_url=api_url,
+                        headers={"Authorization": api_key, "Accept-Encoding": ACCEPT_ENCODING},
                         timeout=httpx.Timeout(timeout_s), follow_redirects=False,
                         transport=DeadlineTransport(timeout_s))
 
@@ -46,7 +48,7 @@ def make_client(api_url: str, api_key: str, timeout_s: float) -> httpx.Client:
 class SourceClient:
     """GET pages of the source API, retrying what a retry can fix and nothing else.
 
-    A body is read as a stream and decoded (gzip too) chunk by chunk, never past
+    A body is read as a stream and decoded a megabyte at a time, never past
     `max_response_bytes`: a compressed bomb costs that much memory, not what it expands to.
     """
 
@@ -115,14 +117,15 @@ class SourceClient:
 
     def _get(self, path: str, params: Mapping[str, int]) -> tuple[int, httpx.Headers, bytearray]:
         """One GET: status, headers and the decoded body, read up to the size limit."""
-        limit = self.max_response_bytes
         with self.client.stream("GET", path, params=params) as response:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise BadBody(f"GET {path} answered a body larger than {limit // MIB} MB "
-                                  "decoded (RETAIL_MAX_RESPONSE_MB)")
+            try:
+                body = read_body(response, self.max_response_bytes)
+            except BodyTooLarge:
+                raise BadBody(f"GET {path} answered a body larger than "
+                              f"{self.max_response_bytes // MIB} MB decoded "
+                              "(RETAIL_MAX_RESPONSE_MB)") from None
+            except UnreadableBody as exc:
+                raise BadBody(f"GET {path} answered {exc}") from None
             return response.status_code, response.headers, body
 
 

@@ -7,8 +7,11 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -166,3 +169,36 @@ def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
     return ndjson.commit()
 
 
+
+
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")
+
+
+@dataclass
+class Measured:
+    """A child retailctl's outcome and the resources it took."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def run_measured(args: list[str], env: dict[str, str], timeout: float = 300) -> Measured:
+    """Run the real `retailctl` and measure its wall time and its own peak RSS (VmHWM, read by
+    the child itself at exit: see peak_rss.py)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak"
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, str(PEAK_RSS), "retailctl", *args],
+                              env={**python_path(), **env, "PEAK_RSS_FILE": str(peak_file)},
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        seconds = time.monotonic() - started
+        peak_kb = int(peak_file.read_text())
+    return Measured(done.returncode, done.stdout, done.stderr, seconds, peak_kb / 1024)
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes in the regular files under `path`."""
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
