@@ -13,7 +13,7 @@ from retailctl.extract.records import ENTITIES
 from retailctl.load.tables import TABLES
 from retailctl.store import state
 from retailctl.store.lock import lock_holder
-from retailctl.store.migrations import migration_files
+from retailctl.store.migrations import migration_files, pending
 
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
                "customers_snapshot")
@@ -51,13 +51,11 @@ def bronze_files(bronze_dir: Path) -> dict[str, int]:
 
 def schema_problem(conn: psycopg.Connection) -> str | None:
     """Why the database cannot be reported on yet (status never migrates), or None."""
-    exists = conn.execute("select to_regclass('meta.schema_migrations')").fetchone()
-    if exists is None or exists[0] is None:
+    missing = pending(conn)
+    if missing and len(missing) == len(migration_files()):
         return "not initialised; run `retailctl db migrate` or `retailctl run-all`"
-    applied = {row[0] for row in conn.execute("select version from meta.schema_migrations")}
-    pending = [version for version, _ in migration_files() if version not in applied]
-    if pending:
-        return (f"schema not up to date ({len(pending)} migration(s) pending); run "
+    if missing:
+        return (f"schema not up to date ({len(missing)} migration(s) pending); run "
                 "`retailctl db migrate` or `retailctl run-all`")
     return None
 
