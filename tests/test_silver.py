@@ -151,6 +151,8 @@ def test_a_truncated_line_is_quarantined_and_the_rest_loads(data_dir: Path, db_u
 @pytest.mark.parametrize(("bad_line", "reason"), [
     (b"{not json}\n", "not valid JSON at column 2: unexpected character, expected a string key"),
     (b'{"sale_id": 9, "line_no": 1}\n', "missing field 'product_sku'"),
+    (b'{"sale_id": 9, "line_no": 1, "product_sku": "\xff"}\n',
+     "not valid JSON at column 1: str is not valid UTF-8: surrogates not allowed"),
     (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": "x", "amount": 1, '
      b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
      "quantity not an integer"),
@@ -173,8 +175,9 @@ def test_a_malformed_line_is_quarantined_with_its_line_and_reason(data_dir: Path
     assert result.quarantined == [f"{relative}: 1 line(s) quarantined to {path.name} under "
                                   f"_rejected/load (line 2: {reason}); the other 2 loaded"]
     assert checksums(db_url)["sales_product"][0] == 2
-    assert [(row["_line"], row["_reject_reason"]) for row in quarantined_rows(data_dir, path)] == \
-        [(2, reason)]
+    [kept] = quarantined_rows(data_dir, path)
+    assert (kept["_line"], kept["_reject_reason"]) == (2, reason)
+    assert kept["_raw"] == bad_line.rstrip(b"\n").decode("utf-8", "backslashreplace")
 
 
 def test_a_changed_loaded_file_is_refused(data_dir: Path, db_url: str) -> None:
