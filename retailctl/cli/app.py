@@ -279,6 +279,7 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def db_reset(
     ctx: typer.Context,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: every table is deleted.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete the embedded database of this data dir, to start over (bronze files are kept)."""
     if not yes:
@@ -293,13 +294,16 @@ def db_reset(
                               "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
                               "database (drop its schemas meta, silver and gold yourself)")
         pgdata = pgdata_dir(settings.data_dir)
-        if EmbeddedPostgres(settings.data_dir).reset():
+        deleted = EmbeddedPostgres(settings.data_dir).reset()
+        if as_json:
+            console.print_json({"deleted": deleted, "pgdata": pgdata})
+        elif deleted:
             console.say(f"deleted the embedded database in {pgdata}; the bronze files under "
                         f"{settings.bronze_dir} are kept (the next load reads them again)")
         else:
             console.say(f"no embedded database in {pgdata}: nothing to delete")
 
-    run(ctx, reset)
+    run(ctx, reset, as_json=as_json)
 
 
 # -- extract -------------------------------------------------------------------------------
