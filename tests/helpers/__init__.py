@@ -6,18 +6,22 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
+from click.testing import Result
+from typer.testing import CliRunner
 
 from mock_api import DataConfig, RetailData
 from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+from retailctl.cli import app
 from retailctl.config import Settings, load_settings
 from retailctl.extract import EntityResult
 from retailctl.extract import extract as extract_entities
@@ -30,6 +34,34 @@ API_KEY = "TEST_KEY_9f8e7d6c"
 VERSIONS = [version for version, _ in migration_files()]
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
+               alive: subprocess.Popen[Any] | None = None, interval: float = 0.01) -> T:
+    """Poll `predicate` until it returns something truthy and return that: tests wait for a
+    state, never for a guessed time. Fails naming `what` after `timeout` seconds, or at once
+    when the process `alive` ends first (it cannot reach the state any more)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"the process exited ({alive.returncode}) before {what}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
+    """The CLI in this process, for what only parses options and prints (no kill, no run).
+
+    `env` is added to this process's environment for the call (the autouse fixture has
+    already removed every RETAIL_* setting and moved to a fresh directory).
+    """
+    return CliRunner().invoke(app, args, env=env, catch_exceptions=False)
 
 
 def database_url(base_url: str, name: str) -> str:
