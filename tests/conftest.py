@@ -125,7 +125,20 @@ def gate() -> Iterator[Gate]:
 
 
 @pytest.fixture
-def embedded_data_dir(data_dir: Path) -> Iterator[Path]:
-    """A data dir whose embedded PostgreSQL cluster is stopped and deleted after the test."""
-    yield data_dir
-    EmbeddedPostgres(data_dir).destroy()
+def embedded_clusters() -> Iterator[Callable[[Path], Path]]:
+    """Register data dirs whose embedded PostgreSQL cluster is stopped and deleted after the test."""
+    data_dirs: list[Path] = []
+
+    def track(data_dir: Path) -> Path:
+        data_dirs.append(data_dir)
+        return data_dir
+
+    yield track
+    for data_dir in data_dirs:
+        EmbeddedPostgres(data_dir).destroy()
+
+
+@pytest.fixture
+def embedded_data_dir(data_dir: Path, embedded_clusters: Callable[[Path], Path]) -> Path:
+    """The data dir, its embedded PostgreSQL cluster stopped and deleted after the test."""
+    return embedded_clusters(data_dir)

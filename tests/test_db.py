@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -102,20 +103,23 @@ def test_unknown_role_is_exit_77(pg_admin_url: str) -> None:
     assert "pw1234" not in result.stderr
 
 
-def test_rejected_password_is_exit_77(tmp_path: Path) -> None:
-    """A server that really checks passwords (scram), given the wrong one."""
+@pytest.fixture
+def scram_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server that really checks passwords (scram), deleted after the test."""
     server = EmbeddedPostgres(tmp_path / "scram", password="right-password")
     server.start()
-    try:
-        with connect(server.admin_url) as conn:  # the right password works
-            assert conn.execute("select 1").fetchone() == (1,)
-        wrong = server.admin_url.replace("right-password", "wrong-password")
-        with pytest.raises(CredentialsRejected, match="password authentication failed"):
-            connect(wrong)
-        result = run_cli(["db", "migrate"],
-                         env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
-        assert result.returncode == 77
-        assert len(result.stderr.splitlines()) == 1
-        assert "wrong-password" not in result.stderr
-    finally:
-        server.destroy()
+    yield server
+    server.destroy()
+
+
+def test_rejected_password_is_exit_77(scram_server: EmbeddedPostgres) -> None:
+    """A server that really checks passwords (scram), given the wrong one."""
+    with connect(scram_server.admin_url) as conn:  # the right password works
+        assert conn.execute("select 1").fetchone() == (1,)
+    wrong = scram_server.admin_url.replace("right-password", "wrong-password")
+    with pytest.raises(CredentialsRejected, match="password authentication failed"):
+        connect(wrong)
+    result = run_cli(["db", "migrate"], env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
+    assert result.returncode == 77
+    assert len(result.stderr.splitlines()) == 1
+    assert "wrong-password" not in result.stderr
