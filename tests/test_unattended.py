@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from retailctl import schedule
-from tests.helpers import load, run_cli, write_bronze
+from tests.helpers import invoke, load, run_cli, write_bronze
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,8 @@ def test_prune_deletes_only_old_loaded_files(data_dir: Path, db_url: str) -> Non
 
 
 def test_prune_refuses_a_bad_age(data_dir: Path, db_url: str) -> None:
-    result = run_cli(["bronze", "prune", "--older-than", "soon"], env=env_for(data_dir, db_url))
-    assert result.returncode == 78
+    result = invoke(["bronze", "prune", "--older-than", "soon"], env=env_for(data_dir, db_url))
+    assert result.exit_code == 78
     assert result.stderr.splitlines() == [
         "error: --older-than='soon' is invalid: expected a number and h, d or w, like 30d"]
 
@@ -64,16 +64,16 @@ def test_checked_in_schedule_files_are_what_the_command_renders() -> None:
 
 
 def test_schedule_cron_fills_in_this_install(tmp_path: Path) -> None:
-    result = run_cli(["schedule", "cron"], env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    result = invoke(["schedule", "cron"])  # in tmp_path, the autouse fixture's directory
+    assert result.exit_code == 0, result.stderr
     line = result.stdout.splitlines()[-1]
     assert re.fullmatch(rf"5 \* \* \* \* cd {tmp_path} && RETAIL_TRIGGER=cron /\S+/retailctl "
                         rf"run-all >> {tmp_path}/data/retailctl.log 2>&1", line), line
 
 
 def test_schedule_systemd_writes_units(tmp_path: Path) -> None:
-    result = run_cli(["schedule", "systemd", "--user", "etl", "--output-dir", str(tmp_path / "u")],
-                     env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = invoke(["schedule", "systemd", "--user", "etl", "--output-dir", str(tmp_path / "u")])
+    assert result.exit_code == 0, result.stderr
     service = (tmp_path / "u" / "retailctl.service").read_text()
     assert "User=etl\n" in service and f"ReadWritePaths={tmp_path}/data\n" in service
     assert "OnCalendar=hourly" in (tmp_path / "u" / "retailctl.timer").read_text()
@@ -81,7 +81,7 @@ def test_schedule_systemd_writes_units(tmp_path: Path) -> None:
 
 def test_every_command_has_help_and_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
-    listing = run_cli(["--help"], env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"}).stdout
+    listing = invoke(["--help"], env={"COLUMNS": "200"}).stdout
     commands = re.findall(r"^│ ([a-z][a-z-]+)\s{2,}(\S.*?)\s*│$", listing, re.MULTILINE)
     names = {name for name, _ in commands}
     assert {"extract", "load", "transform", "test", "run-all", "status", "api", "config", "db",
