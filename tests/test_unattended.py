@@ -58,6 +58,7 @@ def test_checked_in_schedule_files_are_what_the_command_renders() -> None:
     values = {"workdir": Path("/srv/retailctl"), "data_dir": Path("/srv/retailctl/data"),
               "command": "/srv/retailctl/.venv/bin/retailctl"}
     assert (ROOT / "crontab.example").read_text() == schedule.render("crontab", **values)
+    assert schedule.UNIT_FILES == ("retailctl.service", "retailctl.timer")
     for name in schedule.UNIT_FILES:
         assert (ROOT / "deploy" / "systemd" / name).read_text() == \
             schedule.render(name, user="retailctl", **values)
