@@ -76,6 +76,7 @@ def test_id_gaps_are_followed_by_highest_id_plus_one(start_mock, data_dir: Path,
     assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == sorted(truth)
 
 
+@pytest.mark.slow
 def test_faults_and_throttling_still_yield_exactly_the_sources_sales(start_mock, data_dir: Path,
                                                                       db_url: str) -> None:
     server = start_mock(sales=2_000, faults=FaultConfig(fail_rate=0.2, throttle_rate=0.1,
@@ -257,6 +258,7 @@ def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Pat
     assert cursor_of(db_url) == 501
 
 
+@pytest.mark.slow
 def test_sigkill_mid_extraction_then_rerun_holds_every_sale(cli_env: dict[str, str], data_dir: Path,
                                                             db_url: str, spawn, gate: Gate) -> None:
     first_stop, second_stop = Gate(), gate
@@ -321,6 +323,7 @@ def test_files_are_0600_and_directories_0700(start_mock, data_dir: Path, db_url:
     assert {oct(p.stat().st_mode & 0o777) for p in directories} == {"0o700"}
 
 
+@pytest.mark.slow
 def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: dict[str, str],
                                                            data_dir: Path, db_url: str) -> None:
     def fail_twice(request: Request) -> Reply | None:
