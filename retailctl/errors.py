@@ -6,8 +6,10 @@ RetailctlError (1)
 ├── DatabaseUnavailable (69)     the database could not be reached
 ├── CredentialsRejected (77)     the API key or the database credentials were refused
 ├── LockHeld (75)                another run holds the pipeline lock
-├── ContractViolation (1)        the API answered 200 with a body not of the contract's shape
+├── ContractViolation (1)        the API answered outside its contract: an error status
+│                                retrying cannot fix, or a body of the wrong shape
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
+├── MigrationError (1)           recorded migrations do not match the schema/ files
 ├── StepFailed (1)               a step failed for another stated reason
 └── DataTestsFailed (3)          dbt data tests failed
 
@@ -54,11 +56,19 @@ class LockHeld(RetailctlError):
 
 
 class ContractViolation(RetailctlError):
-    """The API answered with a body that is not of the contract's shape."""
+    """The API answered outside its contract: an error status (400, 404…) or a malformed body."""
 
 
 class BronzeFileError(RetailctlError):
     """A bronze file is malformed, or changed after it was loaded."""
+
+
+class MigrationError(RetailctlError):
+    """The database's recorded migrations do not match the shipped schema/ files.
+
+    An applied file whose checksum changed, or versions no shipped file knows: a broken install
+    or a database made by another (pre-release) version, never something to apply over.
+    """
 
 
 class StepFailed(RetailctlError):

@@ -54,7 +54,7 @@ FAILING_STATUSES = {"error", "fail", "runtime error"}
 @dataclass
 class NodeResult:
     name: str
-    kind: str  # model, snapshot, test, source
+    kind: str  # model, snapshot, test, unit_test, source
     status: str
     seconds: float
     rows_affected: int | None = None
@@ -139,16 +139,24 @@ def invoke(settings: Settings, database_url: str, args: Sequence[str]) -> DbtRes
     paths.write_profile()
     started = time.monotonic()
     with _environment(dbt_environment(database_url)):
-        outcome = dbtRunner().invoke([*args, *paths.flags(), "--quiet", "--no-use-colors"])
+        # retailctl renders results itself; dbt's own log goes to its file under the data dir
+        outcome = dbtRunner().invoke([*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
     result = DbtResult(command=" ".join(args), success=outcome.success,
                        seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
         raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
     if outcome.exception is not None:
-        raise StepFailed(settings.redact(f"dbt {result.command} failed: {outcome.exception}"))
+        raise StepFailed(settings.redact(f"dbt {result.command} failed: {_one_line(outcome.exception)}"))
     for node_result in getattr(outcome.result, "results", None) or []:
         result.nodes.append(_node(node_result))
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    """dbt's error text without its SQL excerpt and caret line: one line for a log."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
+    return " ".join(lines)
 
 
 def _node(node_result: Any) -> NodeResult:
@@ -186,23 +194,32 @@ def transform(settings: Settings, database_url: str, select: str = "all",
 
 def test(settings: Settings, database_url: str, checked_since: datetime | None = None
          ) -> list[DbtResult]:
-    """dbt data tests, then source freshness (see `raise_for_failures`).
+    """dbt data and unit tests, then source freshness (see `raise_for_failures`).
 
     With `checked_since`, the fact's and the mart's tests check only the rows written since:
-    an hourly test then costs in proportion to the new data.
+    an hourly test then costs in proportion to the new data. The unit tests check the models'
+    logic, not the data, so they run with the full tests only.
     """
     args = ["test"]
     if checked_since is not None:
-        args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()})]
+        args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()}),
+                 "--exclude", "test_type:unit"]
     return [invoke(settings, database_url, args),
             invoke(settings, database_url, ["source", "freshness"])]
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:
-    """One line per failing test: its name and failing row count."""
-    return [f"{node.name}: {node.failures} failing row(s)" if node.failures is not None
-            else f"{node.name}: {node.status} ({node.message})"
-            for result in results for node in result.failed]
+    """One line per failing test: its name and failing row count (a unit test: that its rows
+    differ; dbt's log shows the diff)."""
+    return [_failure_line(node) for result in results for node in result.failed]
+
+
+def _failure_line(node: NodeResult) -> str:
+    if node.kind == "unit_test" and node.status == "fail":
+        return f"{node.name}: unit test output differs from its expected rows"
+    if node.failures is not None:
+        return f"{node.name}: {node.failures} failing row(s)"
+    return f"{node.name}: {node.status} ({node.message})"
 
 
 def raise_for_failures(results: Sequence[DbtResult]) -> None:
@@ -222,8 +239,12 @@ def deps(settings: Settings, database_url: str) -> DbtResult | None:
 
 
 def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
+    """`dbt docs generate` (a failure raises StepFailed), then optionally serve them."""
     result = invoke(settings, database_url, ["docs", "generate"])
-    if serve and result.success:
+    if not result.success:
+        raise StepFailed("dbt docs generate failed: see the dbt log under the data dir "
+                         f"({DbtPaths.for_settings(settings).logs})")
+    if serve:
         invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
                                         "--no-browser"])
     return result

