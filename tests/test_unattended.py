@@ -47,11 +47,14 @@ def test_prune_deletes_only_old_loaded_files(data_dir: Path, db_url: str) -> Non
         assert conn.execute("select count(*) from meta.loaded_files").fetchone() == (2,)
 
 
-def test_prune_refuses_a_bad_age(data_dir: Path, db_url: str) -> None:
-    result = invoke(["bronze", "prune", "--older-than", "soon"], env=env_for(data_dir, db_url))
-    assert result.exit_code == 78
-    assert result.stderr.splitlines() == [
-        "error: --older-than='soon' is invalid: expected a number and h, d or w, like 30d"]
+def test_prune_refuses_a_bad_age_as_a_usage_error(data_dir: Path, db_url: str) -> None:
+    result = invoke(["bronze", "prune", "--older-than", "soon"], env={**env_for(data_dir, db_url),
+                                                                     "COLUMNS": "200"})
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Usage: retailctl bronze prune [OPTIONS]"
+    assert "│ Invalid value for '--older-than': 'soon' is not an age: expected a number and h, d or w, " \
+        "like 30d " in lines[3]
 
 
 def test_checked_in_schedule_files_are_what_the_command_renders() -> None:
