@@ -135,8 +135,10 @@ def test_late_product_and_changed_email(start_mock, cli_env: dict[str, str], db_
 
 def pipeline_lock_held(db_url: str) -> bool:
     with psycopg.connect(db_url) as conn:
-        row = conn.execute("select count(*) from pg_locks where locktype = 'advisory' and classid = %s "
-                           "and objid = %s and granted", (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
+        row = conn.execute(  # advisory locks are per database; others on this server are not ours
+            "select count(*) from pg_locks where locktype = 'advisory' and classid = %s and objid = %s "
+            "and granted and database = (select oid from pg_database where datname = current_database())",
+            (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
     return row is not None and row[0] == 1
 
 
