@@ -15,7 +15,7 @@ from retailctl.errors import CredentialsRejected, MigrationError
 from retailctl.store.db import connect
 from retailctl.store.embedded import EmbeddedPostgres
 from retailctl.store.migrations import SCHEMA_MIGRATIONS_DDL, migrate, migration_files
-from tests.helpers import APPLIED_ALL, VERSIONS, run_cli
+from tests.helpers import APPLIED_ALL, VERSIONS, cli_resource_dir, run_cli
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 
@@ -197,7 +197,7 @@ def test_db_migrate_refuses_a_changed_checksum_exit_1(db_url: str) -> None:
         conn.execute("update meta.schema_migrations set checksum = %s where version = '001_meta'",
                      ("ab" * 32,))
     result = run_cli(["db", "migrate"], env=env)
-    shipped = SCHEMA_DIR / "001_meta.sql"
+    shipped = cli_resource_dir("schema", env) / "001_meta.sql"
     now = hashlib.sha256(shipped.read_bytes()).hexdigest()
     assert result.returncode == 1
     assert result.stderr.splitlines() == [

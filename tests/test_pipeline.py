@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import pytest
 from mock_api import DataConfig, FaultConfig, RetailData
 from retailctl.extract import records
 from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
-from tests.helpers import run_cli, wait_until
+from tests.helpers import cli_resource_dir, run_cli, wait_until
 from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
@@ -286,8 +285,6 @@ def test_docs_generate_writes_the_catalog_under_the_data_dir(start_mock, cli_env
     assert result.stdout.splitlines() == [f"dbt docs generated in {target}"]
     catalog = (target / "catalog.json").read_text()
     assert '"model.retail.sales_item"' in catalog and '"model.retail.mart_sales_by_customer"' in catalog
-    project = Path(subprocess.run(  # the dbt project the CLI used: the installed one
-        [sys.executable, "-c", "from retailctl.resources import resource_dir; print(resource_dir('dbt'))"],
-        capture_output=True, text=True, check=True, cwd=data_dir).stdout.strip())
+    project = cli_resource_dir("dbt", cli_env)  # the dbt project the CLI used: the installed one
     assert (project / "dbt_project.yml").exists()
     assert not (project / "target").exists() and not (project / "logs").exists()

@@ -88,6 +88,15 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
                           timeout=timeout, check=False)
 
 
+def cli_resource_dir(name: str, env: dict[str, str] | None = None) -> Path:
+    """The `schema` or `dbt` directory the CLI uses when run with `env`: the installed one, which
+    need not be this checkout's (a wheel install, a worktree beside an editable install)."""
+    code = f"from retailctl.resources import resource_dir; print(resource_dir({name!r}))"
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True, timeout=60)
+    return Path(found.stdout.strip())
+
+
 def retailctl_executable() -> str:
     found = shutil.which("retailctl", path=str(Path(sys.executable).parent))
     assert found, "retailctl console script not installed next to this python"
