@@ -19,6 +19,8 @@ from retailctl.errors import ConfigError
 
 REDACTED = "***"
 TRIGGERS = ("cli", "cron", "systemd", "airflow", "test", "bench")
+LOG_FORMATS = ("text", "json")
+MIN_URL_TOKEN = 16  # a shorter ping URL path is a word, not a token: redacting it would garble text
 
 
 def _positive_int(maximum: int) -> Callable[[str], int]:
@@ -74,6 +76,18 @@ def _path(raw: str) -> Path:
     return Path(raw).expanduser().absolute()
 
 
+def _file_path(raw: str) -> Path:
+    if not raw.strip() or raw.endswith("/"):
+        raise ValueError("expected a file path")
+    return Path(raw).expanduser().absolute()
+
+
+def _log_format(raw: str) -> str:
+    if raw not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}")
+    return raw
+
+
 def _trigger(raw: str) -> str:
     if raw not in TRIGGERS:
         raise ValueError(f"expected one of {', '.join(TRIGGERS)}")
@@ -115,6 +129,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
                 "Stop extracting sales after this many in one run (0 = no cap)."),
     SettingSpec("trigger", "RETAIL_TRIGGER", "cli", _trigger,
                 "Who started the run, recorded in meta.pipeline_runs."),
+    SettingSpec("log_format", "RETAIL_LOG_FORMAT", "text", _log_format,
+                "text, or json: every stderr line one JSON object, for log shippers."),
+    SettingSpec("metrics_file", "RETAIL_METRICS_FILE", None, _file_path,
+                "Write Prometheus metrics here after every run (node_exporter textfile, *.prom)."),
+    SettingSpec("healthcheck_url", "RETAIL_HEALTHCHECK_URL", None, _http_url,
+                "Dead-man's-switch ping URL (healthchecks.io style); its path is a secret.",
+                secret=True),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTING_SPECS}
 
@@ -130,6 +151,9 @@ class Settings:
     http_retries: int
     max_sales_per_run: int
     trigger: str
+    log_format: str = "text"
+    metrics_file: Path | None = None
+    healthcheck_url: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     serving_demo_data: bool = False  # api_url points at a bundled mock started for this command
 
@@ -160,7 +184,11 @@ class Settings:
         values = [self.api_key or ""]
         if self.database_url:
             values.append(urlsplit(self.database_url).password or "")
-        return [value for value in values if len(value) >= 3]
+        values = [value for value in values if len(value) >= 3]
+        if self.healthcheck_url:  # a token in the path (a UUID): whoever knows it can ping
+            token = urlsplit(self.healthcheck_url).path.strip("/")
+            values += [token] if len(token) >= MIN_URL_TOKEN else []
+        return values
 
     def redact(self, text: str) -> str:
         for secret in self.secrets():
@@ -173,6 +201,8 @@ class Settings:
             return "(unset)"
         if name == "database_url":
             return redact_url(value)
+        if name == "healthcheck_url":
+            return redact_url_path(value)
         if SPECS_BY_NAME[name].secret:
             return REDACTED
         return str(value)
@@ -188,6 +218,12 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username or ''}:{REDACTED}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_url_path(url: str) -> str:
+    """The URL with its path (a ping URL's token) replaced by ***."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{REDACTED}", "", ""))
 
 
 def load_settings(

@@ -18,6 +18,8 @@ Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a
 
 from __future__ import annotations
 
+import contextlib
+
 
 class RetailctlError(Exception):
     """Base class: a failure retailctl can explain in one line."""
@@ -88,3 +90,15 @@ class Terminated(BaseException):
     """
 
     exit_code = 143
+
+
+def mark_step(exc: BaseException, step: str) -> None:
+    """Note on an error the pipeline step it stopped (the first to note it wins)."""
+    if getattr(exc, "retailctl_step", None) is None:
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__
+            exc.retailctl_step = step  # type: ignore[attr-defined]
+
+
+def step_of(exc: BaseException) -> str | None:
+    """The pipeline step an error stopped, if it happened inside one."""
+    return getattr(exc, "retailctl_step", None)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +78,50 @@ class DbtResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class NodeEvent:
+    """A dbt node started (status "started") or finished, for live progress: `done` of
+    `total` nodes of the command have finished."""
+
+    command: str
+    name: str
+    kind: str
+    status: str
+    done: int
+    total: int | None
+    seconds: float | None = None
+
+
+OnNode = Callable[[NodeEvent], None]
+
+
+class _NodeEvents:
+    """A dbtRunner callback: dbt's event messages in, NodeEvents out (from dbt's threads)."""
+
+    def __init__(self, command: str, on_node: OnNode) -> None:
+        self.command = command
+        self.on_node = on_node
+        self.total: int | None = None
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, msg: Any) -> None:
+        name = msg.info.name
+        if name == "ConcurrencyLine":
+            self.total = int(msg.data.node_count)
+        elif name in ("LogStartLine", "NodeFinished"):
+            info = msg.data.node_info
+            finished = name == "NodeFinished"
+            with self._lock:
+                self.done += finished
+                event = NodeEvent(
+                    command=self.command, name=info.node_name, kind=info.resource_type,
+                    status=info.node_status if finished else "started", done=self.done,
+                    total=self.total,
+                    seconds=float(msg.data.run_result.execution_time) if finished else None)
+            self.on_node(event)
+
+
 def dbt_environment(database_url: str) -> dict[str, str]:
     """The variables the written profile reads, from any connection string libpq accepts
     (URL or key=value; a socket directory works as the host)."""
@@ -131,16 +176,20 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def invoke(settings: Settings, database_url: str, args: Sequence[str]) -> DbtResult:
-    """One dbt command, in this process, with a fresh runner; never two at once."""
+def invoke(settings: Settings, database_url: str, args: Sequence[str],
+           on_node: OnNode | None = None) -> DbtResult:
+    """One dbt command, in this process, with a fresh runner; never two at once. `on_node`
+    hears each node start and finish as dbt runs it."""
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
 
     paths = DbtPaths.for_settings(settings)
     paths.write_profile()
     started = time.monotonic()
+    callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []
     with _environment(dbt_environment(database_url)):
         # retailctl renders results itself; dbt's own log goes to its file under the data dir
-        outcome = dbtRunner().invoke([*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
+        outcome = dbtRunner(callbacks=callbacks).invoke(
+            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
     result = DbtResult(command=" ".join(args), success=outcome.success,
                        seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
@@ -174,7 +223,7 @@ def _node(node_result: Any) -> NodeResult:
 
 
 def transform(settings: Settings, database_url: str, select: str = "all",
-              full_refresh: bool = False) -> list[DbtResult]:
+              full_refresh: bool = False, on_node: OnNode | None = None) -> list[DbtResult]:
     """The snapshot, then core (dims and the fact), then the mart; stops at a failure.
 
     `full_refresh` rebuilds the incremental models from silver (after a change of shape).
@@ -184,7 +233,7 @@ def transform(settings: Settings, database_url: str, select: str = "all",
         args = ["snapshot"] if part == "snapshot" else ["run", "--select", *part.split()]
         if full_refresh and part != "snapshot":
             args.append("--full-refresh")
-        result = invoke(settings, database_url, args)
+        result = invoke(settings, database_url, args, on_node)
         results.append(result)
         if not result.success:
             names = ", ".join(f"{node.name} ({node.message})" for node in result.failed)
@@ -192,8 +241,8 @@ def transform(settings: Settings, database_url: str, select: str = "all",
     return results
 
 
-def test(settings: Settings, database_url: str, checked_since: datetime | None = None
-         ) -> list[DbtResult]:
+def test(settings: Settings, database_url: str, checked_since: datetime | None = None,
+         on_node: OnNode | None = None) -> list[DbtResult]:
     """dbt data and unit tests, then source freshness (see `raise_for_failures`).
 
     With `checked_since`, the fact's and the mart's tests check only the rows written since:
@@ -204,8 +253,8 @@ def test(settings: Settings, database_url: str, checked_since: datetime | None =
     if checked_since is not None:
         args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()}),
                  "--exclude", "test_type:unit"]
-    return [invoke(settings, database_url, args),
-            invoke(settings, database_url, ["source", "freshness"])]
+    return [invoke(settings, database_url, args, on_node),
+            invoke(settings, database_url, ["source", "freshness"], on_node)]
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:
@@ -226,6 +275,12 @@ def raise_for_failures(results: Sequence[DbtResult]) -> None:
     lines = failure_lines(results)
     if lines:
         raise DataTestsFailed(f"{len(lines)} dbt test(s) failed: " + "; ".join(lines))
+
+
+def parse(settings: Settings, database_url: str) -> DbtResult:
+    """`dbt parse`: the project and its profile are valid (`doctor`); writes only under the
+    data dir (target/, logs/)."""
+    return invoke(settings, database_url, ["parse"])
 
 
 def deps(settings: Settings, database_url: str) -> DbtResult | None:

@@ -25,7 +25,9 @@ from retailctl.store import state
 
 PAGES_PER_CHUNK = 8
 
-Progress = Callable[[str, int, int], None]  # entity, records so far, pages so far
+# entity, records read so far (rejected included), pages so far, and the expected total
+# where the API's total_items allows an estimate
+Progress = Callable[[str, int, int, int | None], None]
 Warn = Callable[[str], None]
 
 
@@ -49,12 +51,13 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
     batch = Batch(bronze_dir)
     pages_in_batch = 0
     try:
-        for sales, next_start in prefetch(_pages(source, start, limit, max_sales, note)):
+        for sales, next_start, total_items in prefetch(_pages(source, start, limit, max_sales, note)):
             for sale in sales:
                 _write_sale(batch, sale, result)
             result.pages += 1
             result.cursor_to = next_start
-            progress("sales", result.records, result.pages)
+            read = result.records + result.rejected
+            progress("sales", read, result.pages, expected_sales(total_items, start, read, max_sales))
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result)
@@ -72,10 +75,19 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
     return result
 
 
+def expected_sales(total_items: int | None, start: int, read: int, max_sales: int) -> int | None:
+    """How many sales this run will read, estimated from `total_items` (all sales the source
+    has) as if ids ran densely from 1: a guess for progress, never for the cursor."""
+    if total_items is None:
+        return None
+    expected = max(total_items - (start - 1), read)
+    return min(expected, max_sales) if max_sales else expected
+
+
 def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
-           note: Warn) -> Iterator[tuple[list[Any], int]]:
-    """Yield (sales at or after the start, next start) per page, until the end, the cap,
-    or a page that does not advance. Runs on the prefetch thread."""
+           note: Warn) -> Iterator[tuple[list[Any], int, int | None]]:
+    """Yield (sales at or after the start, next start, total_items) per page, until the end,
+    the cap, or a page that does not advance. Runs on the prefetch thread."""
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
@@ -95,11 +107,11 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
             note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
                  "does not advance, stopping there")
             if fresh:
-                yield fresh, start  # sales without a valid id: rejected, with the reason
+                yield fresh, start, page.total_items  # sales without a valid id: rejected
             return
         taken += len(fresh)
         start = max(ids) + 1
-        yield fresh, start
+        yield fresh, start, page.total_items
         if len(page.items) < source.effective_limit(limit):  # the limit the page was read with
             return
 

@@ -9,6 +9,7 @@ at any instant rolls the file back whole; the next load takes it again. The tabl
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from retailctl.store.db import Database
 
 __all__ = ["LoadResult", "Progress", "TableResult", "load"]
 
-Progress = Callable[[str, int, int], None]  # table, rows so far, files so far
+Progress = Callable[[str, int, int, int], None]  # table, rows so far, files so far, files in all
 
 
 def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
@@ -35,6 +36,7 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
+        to_load = Counter(file.table.name for file in pending)
         items = prefetch(parsed_files(pending), depth=PREFETCH_BATCHES)
         for first in items:
             table_result = result.tables[first.file.table.name]
@@ -43,7 +45,8 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:
-                progress(table_result.table, table_result.rows, table_result.files)
+                progress(table_result.table, table_result.rows, table_result.files,
+                         to_load[table_result.table])
         for table in TABLES:  # fresh statistics: Gold's incremental plans depend on them
             changed = result.tables[table.name]
             if changed.inserted or changed.updated:
