@@ -2,12 +2,16 @@
 
 `<bronze>/<dataset>/dt=YYYY-MM-DD/<UTC timestamp>_<batch id>.ndjson`, where a dataset is one of
 DATASETS (DESIGN.md calls them entities); rejected records under `<bronze>/_rejected/<source
-entity>/…`. Directories are private, and a file is complete or absent.
+entity>/…`, and lines load quarantined under `<bronze>/_rejected/load/<dataset>/…` (the bronze
+file's own path below it). Every record of a file carries the moment and batch of its name as
+`_ingestion_ts` and `_batch_id`. Directories are private, and a file is complete or absent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +22,7 @@ import orjson
 DIR_MODE = 0o700  # customers' emails and phones are personal data
 FILE_MODE = 0o600
 REJECTED = "_rejected"
+QUARANTINE = f"{REJECTED}/load"  # lines `load` could not store, below the bronze dir
 TEMP_SUFFIX = ".tmp"
 DATASETS = ("customers", "products", "sales_customer", "sales_product")
 NAME_TIMESTAMP = "%Y%m%dT%H%M%S%fZ"
@@ -47,6 +52,15 @@ class FileName:
     written_at: datetime
     batch_id: str
 
+    @property
+    def ingestion_ts(self) -> str:
+        """The `_ingestion_ts` extract writes on every record of the file (the same moment)."""
+        return self.written_at.isoformat()
+
+    @property
+    def partition(self) -> str:
+        return f"dt={self.written_at:%Y-%m-%d}"
+
 
 def parse_file_name(name: str) -> FileName | None:
     """The inverse of `file_name`; None for a name extract does not write."""
@@ -56,7 +70,11 @@ def parse_file_name(name: str) -> FileName | None:
         return None
     try:
         moment = datetime.strptime(stamp, NAME_TIMESTAMP).replace(tzinfo=UTC)
+        if str(uuid.UUID(batch_id)) != batch_id:
+            return None
     except ValueError:
+        return None
+    if file_name(moment, batch_id) != name:
         return None
     return FileName(moment, batch_id)
 
@@ -87,18 +105,33 @@ class NdjsonFile:
         self._file.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         self.rows += 1
 
-    def commit(self) -> Path:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+    def close(self) -> None:
+        """Make the temporary file durable (a full disk shows here: the file is then removed,
+        and the first error is the one raised)."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def publish(self) -> Path:
+        """Rename the durable temporary file to its name."""
         os.rename(self.temp_path, self.path)
         fsync_dir(self.path.parent)
         return self.path
 
+    def commit(self) -> Path:
+        self.close()
+        return self.publish()
+
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        self.temp_path.unlink(missing_ok=True)
+        """Drop the temporary file; never raises (a write that failed already said why)."""
+        with contextlib.suppress(OSError):
+            self._file.close()  # closes the descriptor even when the flush fails
+        with contextlib.suppress(OSError):
+            self.temp_path.unlink(missing_ok=True)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -12,14 +12,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from retailctl.errors import ConfigError
 
 REDACTED = "***"
 TRIGGERS = ("cli", "cron", "systemd", "airflow", "test", "bench")
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq's, in a URL's query
+SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 LOG_FORMATS = ("text", "json")
 MIN_URL_TOKEN = 16  # a shorter ping URL path is a word, not a token: redacting it would garble text
 
@@ -59,15 +63,33 @@ def _positive_float(raw: str) -> float:
 
 def _http_url(raw: str) -> str:
     parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("expected an http:// or https:// URL with a valid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// URL with a host")
     return raw.rstrip("/")
 
 
 def _postgres_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("postgresql", "postgres"):
+    """A postgresql:// URL libpq accepts, naming its database (a URL without one would use the
+    OS user's default database: never what is meant)."""
+    if urlsplit(raw).scheme not in ("postgresql", "postgres"):
         raise ValueError("expected a postgresql:// URL")
+    try:
+        params = conninfo_to_dict(raw)
+    except ProgrammingError:  # its message may quote the password: not shown
+        raise ValueError("not a connection URL libpq accepts (check its percent-encoding and "
+                         "query parameters)") from None
+    if not params.get("dbname"):
+        raise ValueError("names no database: add it as the path, postgresql://host/<database>")
+    for port in str(params.get("port") or "5432").split(","):
+        if not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ValueError(f"sslmode {sslmode!r} is not one of {', '.join(sorted(SSL_MODES))}")
     return raw
 
 
@@ -128,6 +150,12 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
                 "Attempts per API request before giving up with exit 69."),
     SettingSpec("max_sales_per_run", "RETAIL_MAX_SALES_PER_RUN", 0, _non_negative_int,
                 "Stop extracting sales after this many in one run (0 = no cap)."),
+    SettingSpec("max_response_mb", "RETAIL_MAX_RESPONSE_MB", 64, _positive_int(4096),
+                "Largest API response body accepted, decoded, in MB (larger: retried, then failed)."),
+    SettingSpec("max_snapshot_records", "RETAIL_MAX_SNAPSHOT_RECORDS", 5_000_000,
+                _positive_int(1_000_000_000),
+                "Most records a customers or products snapshot may hold (and at most twice "
+                "its total_items plus a page)."),
     SettingSpec("trigger", "RETAIL_TRIGGER", "cli", _trigger,
                 "Who started the run, recorded in meta.pipeline_runs."),
     SettingSpec("log_format", "RETAIL_LOG_FORMAT", "text", _log_format,
@@ -158,6 +186,8 @@ class Settings:
     http_timeout: float
     http_retries: int
     max_sales_per_run: int
+    max_response_mb: int
+    max_snapshot_records: int
     trigger: str
     log_format: str = "text"
     metrics_file: Path | None = None
@@ -189,15 +219,15 @@ class Settings:
             raise ConfigError("RETAIL_API_KEY is not set: the API at RETAIL_API_URL needs a key")
 
     def secrets(self) -> list[str]:
-        """Values that must never be printed, logged or written."""
+        """Values that must never be printed, logged or written (as given and as decoded)."""
         values = [self.api_key or ""]
-        if self.database_url:
-            values.append(urlsplit(self.database_url).password or "")
+        for url in (self.database_url, self.api_url):
+            values += url_secrets(url) if url else []
         values = [value for value in values if len(value) >= 3]
         if self.healthcheck_url:  # a token in the path (a UUID): whoever knows it can ping
             token = urlsplit(self.healthcheck_url).path.strip("/")
             values += [token] if len(token) >= MIN_URL_TOKEN else []
-        return values
+        return sorted(set(values), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets():
@@ -208,7 +238,7 @@ class Settings:
         value = getattr(self, name)
         if value is None:
             return "(unset)"
-        if name == "database_url":
+        if name in ("database_url", "api_url"):
             return redact_url(value)
         if name == "healthcheck_url":
             return redact_url_path(value)
@@ -217,16 +247,37 @@ class Settings:
         return str(value)
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
+def _userinfo_password(netloc: str) -> str | None:
+    userinfo, at, _ = netloc.rpartition("@")
+    return userinfo.split(":", 1)[1] if at and ":" in userinfo else None
+
+
+def url_secrets(url: str) -> list[str]:
+    """Every password a URL carries (user:password@, ?password=, ?sslpassword=), as written
+    and percent-decoded; libpq reads the query's password over the user info's."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:{REDACTED}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    found = [_userinfo_password(parts.netloc) or ""]
+    for pair in parts.query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key).lower() in SECRET_PARAMETERS:
+            found.append(value)
+    return [form for value in found if value for form in (value, unquote(value))]
+
+
+def redact_url(url: str) -> str:
+    """The URL with every password replaced by ***, the rest as written (never parsed into
+    numbers: a bad port must not stop a redaction)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if _userinfo_password(netloc) is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{hostport}"
+    pairs = parts.query.split("&") if parts.query else []
+    for index, pair in enumerate(pairs):
+        key = pair.partition("=")[0]
+        if unquote(key).lower() in SECRET_PARAMETERS:
+            pairs[index] = f"{key}={REDACTED}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pairs), parts.fragment))
 
 
 def redact_url_path(url: str) -> str:

@@ -2,6 +2,8 @@
 
 RetailctlError (1)
 ├── ConfigError (78)             a setting is invalid or missing
+│   ├── DataDirNotWritable (78)  RETAIL_DATA_DIR cannot be written (permissions, read-only)
+│   └── PrivilegeMissing (78)    the database role lacks a privilege retailctl needs
 ├── SourceUnavailable (69)       the API did not answer usefully after retries
 ├── DatabaseUnavailable (69)     the database could not be reached
 ├── CredentialsRejected (77)     the API key or the database credentials were refused
@@ -11,6 +13,7 @@ RetailctlError (1)
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
 ├── MigrationError (1)           recorded migrations do not match the schema/ files
 ├── StepFailed (1)               a step failed for another stated reason
+├── StorageFailed (1)            the data dir's disk failed a write (full, I/O error)
 └── DataTestsFailed (3)          dbt data tests failed
     └── LayersDisagree (3)       `verify`: bronze, silver, the fact and the mart (or the
                                  source's count of sales) differ
@@ -21,6 +24,7 @@ Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a
 from __future__ import annotations
 
 import contextlib
+import errno
 from typing import Any
 
 
@@ -34,6 +38,14 @@ class ConfigError(RetailctlError):
     """A setting is invalid or missing."""
 
     exit_code = 78
+
+
+class DataDirNotWritable(ConfigError):
+    """The data dir (or a directory under it) cannot be written: permissions, read-only."""
+
+
+class PrivilegeMissing(ConfigError):
+    """The database role lacks a privilege retailctl needs (CREATE, write on its schemas)."""
 
 
 class SourceUnavailable(RetailctlError):
@@ -78,6 +90,24 @@ class MigrationError(RetailctlError):
 
 class StepFailed(RetailctlError):
     """A pipeline step failed for a stated reason."""
+
+
+class StorageFailed(RetailctlError):
+    """A write to the data dir failed for the disk's sake: full, quota, I/O error."""
+
+
+def from_os_error(exc: OSError) -> RetailctlError:
+    """An OSError as retailctl's one line: a place that cannot be written is a setting to fix
+    (78); a full disk or an I/O error fails the step (1)."""
+    where = f": {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return DataDirNotWritable(f"cannot write{where} ({reason}); RETAIL_DATA_DIR must be a "
+                                  "directory this user can write")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFailed(f"no space left{where} ({reason}); free space under RETAIL_DATA_DIR "
+                             "(`retailctl bronze prune`) and run again")
+    return StorageFailed(f"file system error{where} ({reason})")
 
 
 class DataTestsFailed(RetailctlError):

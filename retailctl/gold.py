@@ -3,7 +3,8 @@
 dbt gets its connection from environment variables that a profile written by retailctl names
 with `env_var()`; the password travels as DBT_ENV_SECRET_… so dbt scrubs it from its logs, and
 is never written to disk. dbt's target/ and logs/ live under the data dir, never inside the
-installed package, which may be read-only.
+installed package, which may be read-only; like everything under the data dir they are private
+(dbt runs under umask 077: compiled SQL and run results hold customer data).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from retailctl.bronze_files import DIR_MODE, FILE_MODE, ensure_private_dir
 from retailctl.config import Settings
 from retailctl.errors import DataTestsFailed, StepFailed, Terminated
 from retailctl.resources import resource_dir
@@ -152,14 +154,28 @@ class DbtPaths:
         return cls(resource_dir("dbt"), state / "profiles", state / "target", state / "logs")
 
     def write_profile(self) -> None:
-        self.profiles.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(self.profiles)
         profile = self.profiles / "profiles.yml"
         if not profile.exists() or profile.read_text() != PROFILE:
             profile.write_text(PROFILE)
+        profile.chmod(FILE_MODE)
 
     def flags(self) -> list[str]:
         return ["--project-dir", str(self.project), "--profiles-dir", str(self.profiles),
                 "--target-path", str(self.target), "--log-path", str(self.logs)]
+
+
+@contextlib.contextmanager
+def _private(paths: DbtPaths) -> Iterator[None]:
+    """Files dbt (and we) write under the data dir: 0600 in 0700 directories."""
+    previous = os.umask(0o077)
+    try:
+        for directory in (paths.profiles, paths.target, paths.logs):
+            ensure_private_dir(directory)
+            directory.chmod(DIR_MODE)  # made by an older version: 0755
+        yield
+    finally:
+        os.umask(previous)
 
 
 @contextlib.contextmanager
@@ -183,10 +199,10 @@ def invoke(settings: Settings, database_url: str, args: Sequence[str],
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
 
     paths = DbtPaths.for_settings(settings)
-    paths.write_profile()
     started = time.monotonic()
     callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []
-    with _environment(dbt_environment(database_url)):
+    with _private(paths), _environment(dbt_environment(database_url)):
+        paths.write_profile()
         # retailctl renders results itself; dbt's own log goes to its file under the data dir
         outcome = dbtRunner(callbacks=callbacks).invoke(
             [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])

@@ -1,8 +1,10 @@
 """`run-all`: extract → load → transform → test under one lock, with a history row per run.
 
-The run stops at the first failing step with that step's error (and so its exit code). When
-nothing reached silver since Gold was last built and tested, dbt is skipped: an idle hour
-costs an extract and a load that find nothing.
+The run stops at the first failing step with that step's error (and so its exit code); a step
+that fails only in part (an entity the source broke the contract for, a file or a line that
+could not load) lets the run go on with what did arrive, and the run then fails (exit 1) naming
+it. When nothing reached silver since Gold was last built and tested, dbt is skipped: an idle
+hour costs an extract and a load that find nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import psycopg
 
 from retailctl import gold
 from retailctl.config import Settings
-from retailctl.errors import StepFailed, Terminated, mark_step
-from retailctl.extract import extract
+from retailctl.errors import RetailctlError, StepFailed, Terminated, mark_step
+from retailctl.extract import extract, raise_for_failures
 from retailctl.load import load
 from retailctl.store.db import Database
 from retailctl.store.lock import pipeline_lock
@@ -41,12 +43,14 @@ RECORD_STEPS = "update meta.pipeline_runs set steps = %s::jsonb where run_id = %
 FINISH_RUN = """
 update meta.pipeline_runs set status = %s, finished_at = now(), error = %s where run_id = %s
 """
+# The change log counts: a load whose only change is a removed line writes no other row.
 SILVER_LOADED_AT = """
 select greatest(
     (select max(_loaded_at) from silver.customers),
     (select max(_loaded_at) from silver.products),
     (select max(_loaded_at) from silver.sales_customer),
-    (select max(_loaded_at) from silver.sales_product))
+    (select max(_loaded_at) from silver.sales_product),
+    (select max(_loaded_at) from silver.sales_changes))
 """
 GOLD_STATE = "select step, silver_loaded_at from meta.gold_state"
 LAST_PASSING_TEST = "select started_at from meta.gold_state where step = 'test'"
@@ -259,21 +263,38 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
     on_step = observer.step_done
     history.begin("extract")
     extracted = extract(settings, database, progress=observer.extract_progress, warn=observer.warn)
-    history.record(StepRecord("extract", "success", history.elapsed(), {
+    failed = [e for e in extracted if e.error]
+    history.record(StepRecord("extract", "failed" if failed else "success", history.elapsed(), {
         e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
         for e in extracted}))
     on_step("extract", extracted)
+    partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
+    try:
+        raise_for_failures(extracted)
+    except RetailctlError as exc:
+        partial.append(("extract", str(exc)))
 
     history.begin("load")
     loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
-    history.record(StepRecord("load", "success" if not loaded.errors else "failed",
-                              history.elapsed(),
-                              {t.table: {"inserted": t.inserted, "updated": t.updated}
+    failure = loaded.failure()
+    history.record(StepRecord("load", "failed" if failure else "success", history.elapsed(),
+                              {t.table: {"inserted": t.inserted, "updated": t.updated,
+                                         "quarantined": t.quarantined}
                                for t in loaded.tables.values()}))
     on_step("load", loaded)
-    if loaded.errors:
-        raise StepFailed(f"load: {len(loaded.errors)} bronze file(s) not loaded: {loaded.errors[0]}")
+    if failure:
+        partial.append(("load", f"{failure}: {[*loaded.errors, *loaded.quarantined][0]}"))
+    _gold(settings, database, conn, history, observer)
+    if partial:
+        error = StepFailed("; ".join(f"{step}: {problem}" for step, problem in partial))
+        mark_step(error, partial[0][0])
+        raise error
 
+
+def _gold(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
+          observer: RunObserver) -> None:
+    """Transform and test, unless nothing reached silver since Gold was built and tested."""
+    on_step = observer.step_done
     newest = silver_loaded_at(conn)
     built = dict(conn.execute(GOLD_STATE).fetchall())
     if newest is not None and built.get("transform") == newest and built.get("test") == newest:

@@ -13,6 +13,7 @@ from retailctl.extract.records import ENTITIES
 from retailctl.load.tables import TABLES
 from retailctl.store import state
 from retailctl.store.lock import lock_holder
+from retailctl.store.migrations import migration_files, pending
 
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
                "customers_snapshot")
@@ -21,6 +22,7 @@ select run_id, trigger, started_at, finished_at, status, error,
        extract(epoch from finished_at - started_at) as seconds
 from meta.pipeline_runs order by started_at desc limit %s
 """
+QUARANTINED_LINES = "select coalesce(sum(quarantined_lines), 0)::bigint from meta.loaded_files"
 EXTRACT_TOTALS = """
 select coalesce(sum(rejected), 0)::bigint, coalesce(sum(inconsistent), 0)::bigint,
        coalesce(sum(rejected) filter (where extracted_at > now() - interval '24 hours'), 0)::bigint
@@ -48,11 +50,26 @@ def bronze_files(bronze_dir: Path) -> dict[str, int]:
     return counts
 
 
+def schema_problem(conn: psycopg.Connection) -> str | None:
+    """Why the database cannot be reported on yet (status never migrates), or None."""
+    missing = pending(conn)
+    if missing and len(missing) == len(migration_files()):
+        return "not initialised; run `retailctl db migrate` or `retailctl run-all`"
+    if missing:
+        return (f"schema not up to date ({len(missing)} migration(s) pending); run "
+                "`retailctl db migrate` or `retailctl run-all`")
+    return None
+
+
 def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[str, Any]:
+    problem = schema_problem(conn)
+    if problem:
+        return {"initialised": False, "database": problem}
     cursor = state.read_cursor(conn)
     rejected, inconsistent, rejected_24h = conn.execute(EXTRACT_TOTALS).fetchone()  # type: ignore[misc]
     columns = ("run_id", "trigger", "started_at", "finished_at", "status", "error", "seconds")
     return {
+        "initialised": True,
         "cursor": {"next_sales_id": cursor.next_sales_id, "last_run_ts": cursor.last_run_ts,
                    "note": cursor.note},
         "lock_holder": lock_holder(conn),  # a LockHolder (JSON: its fields) or None
@@ -63,5 +80,6 @@ def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[s
         "gold_rows": {table: count_rows(conn, "gold", table) for table in GOLD_TABLES},
         "silver_loaded_at": {table.name: _freshness(conn, table.name) for table in TABLES},
         "rejected_records": {"total": rejected, "last_24h": rejected_24h},
+        "quarantined_lines": conn.execute(QUARANTINED_LINES).fetchone()[0],  # type: ignore[index]
         "inconsistent_totals": inconsistent,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ from retailctl.errors import CredentialsRejected, MigrationError
 from retailctl.store.db import connect
 from retailctl.store.embedded import EmbeddedPostgres
 from retailctl.store.migrations import SCHEMA_MIGRATIONS_DDL, migrate, migration_files
-from tests.helpers import APPLIED_ALL, VERSIONS, run_cli
+from tests.helpers import APPLIED_ALL, VERSIONS, cli_resource_dir, run_cli
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 
@@ -23,7 +24,7 @@ SILVER_AND_META_TABLES = {
     ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
     ("meta", "gold_state"),
     ("silver", "customers"), ("silver", "products"),
-    ("silver", "sales_customer"), ("silver", "sales_product"),
+    ("silver", "sales_customer"), ("silver", "sales_product"), ("silver", "sales_changes"),
 }
 
 
@@ -42,6 +43,7 @@ INDEXES = {
         "sales_customer_customer_id": "(customer_id)", "sales_customer_loaded_at": "(_loaded_at)",
         "sales_customer_pkey": "(id)", "sales_product_loaded_at": "(_loaded_at)",
         "sales_product_pkey": "(sale_id, line_no)", "sales_product_product_sku": "(product_sku)",
+        "sales_changes_loaded_at": "(_loaded_at)", "sales_changes_sale_id": "(sale_id)",
     },
 }
 OLD_SCHEMA_MIGRATIONS = """
@@ -64,7 +66,7 @@ def recorded(db_url: str) -> list[tuple[str, str | None]]:
 
 def test_migration_files_are_the_squashed_schema() -> None:
     assert [version for version, _ in migration_files()] == VERSIONS
-    assert [path.name for _, path in migration_files()] == ["001_meta.sql", "002_silver.sql"]
+    assert [path.name for _, path in migration_files()] == [f"{v}.sql" for v in VERSIONS]
 
 
 def test_migrate_twice_changes_nothing(db_url: str) -> None:
@@ -139,7 +141,8 @@ def test_indexes_and_loaded_at_defaults_are_exactly_these(db_url: str) -> None:
         indexes[schema][name] = definition[definition.rindex(" ("):].strip()
     assert indexes == INDEXES
     assert defaults == {"customers": None, "products": None,
-                        "sales_customer": "now()", "sales_product": "now()"}
+                        "sales_customer": "now()", "sales_product": "now()",
+                        "sales_changes": "now()"}
 
 
 def test_bootstrap_table_is_the_one_in_001_meta(db_url: str) -> None:
@@ -161,10 +164,10 @@ def test_a_new_migration_file_is_applied_on_top(db_url: str, tmp_path: Path) -> 
     schema = Path(shutil.copytree(SCHEMA_DIR, tmp_path / "schema"))
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert migrate(conn, schema) == VERSIONS
-        (schema / "003_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
-        assert migrate(conn, schema) == ["003_note"]
+        (schema / "999_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
+        assert migrate(conn, schema) == ["999_note"]
         assert migrate(conn, schema) == []
-    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "003_note"]
+    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "999_note"]
 
 
 def test_an_edited_applied_migration_is_refused(db_url: str, tmp_path: Path) -> None:
@@ -196,7 +199,7 @@ def test_db_migrate_refuses_a_changed_checksum_exit_1(db_url: str) -> None:
         conn.execute("update meta.schema_migrations set checksum = %s where version = '001_meta'",
                      ("ab" * 32,))
     result = run_cli(["db", "migrate"], env=env)
-    shipped = SCHEMA_DIR / "001_meta.sql"
+    shipped = cli_resource_dir("schema", env) / "001_meta.sql"
     now = hashlib.sha256(shipped.read_bytes()).hexdigest()
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -270,20 +273,23 @@ def test_unknown_role_is_exit_77(pg_admin_url: str) -> None:
     assert "pw1234" not in result.stderr
 
 
-def test_rejected_password_is_exit_77(tmp_path: Path) -> None:
-    """A server that really checks passwords (scram), given the wrong one."""
+@pytest.fixture
+def scram_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server that really checks passwords (scram), deleted after the test."""
     server = EmbeddedPostgres(tmp_path / "scram", password="right-password")
     server.start()
-    try:
-        with connect(server.admin_url) as conn:  # the right password works
-            assert conn.execute("select 1").fetchone() == (1,)
-        wrong = server.admin_url.replace("right-password", "wrong-password")
-        with pytest.raises(CredentialsRejected, match="password authentication failed"):
-            connect(wrong)
-        result = run_cli(["db", "migrate"],
-                         env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
-        assert result.returncode == 77
-        assert len(result.stderr.splitlines()) == 1
-        assert "wrong-password" not in result.stderr
-    finally:
-        server.destroy()
+    yield server
+    server.destroy()
+
+
+def test_rejected_password_is_exit_77(scram_server: EmbeddedPostgres) -> None:
+    """A server that really checks passwords (scram), given the wrong one."""
+    with connect(scram_server.admin_url) as conn:  # the right password works
+        assert conn.execute("select 1").fetchone() == (1,)
+    wrong = scram_server.admin_url.replace("right-password", "wrong-password")
+    with pytest.raises(CredentialsRejected, match="password authentication failed"):
+        connect(wrong)
+    result = run_cli(["db", "migrate"], env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
+    assert result.returncode == 77
+    assert len(result.stderr.splitlines()) == 1
+    assert "wrong-password" not in result.stderr

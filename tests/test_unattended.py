@@ -45,10 +45,13 @@ def test_prune_deletes_only_old_loaded_files(data_dir: Path, db_url: str) -> Non
     assert real.stdout.splitlines()[0] == f"deleted {relative}"
     assert not old_loaded.exists() and not old_loaded.parent.exists()
     assert recent_loaded.exists() and old_unloaded.exists() and rejected.exists()
-    assert load(data_dir, db_url).errors == [  # the pruned file is not missed; the other fails
-        f"{old_unloaded.relative_to(data_dir / 'bronze')}: line 1: missing field 'line_no'"]
+    after = load(data_dir, db_url)  # the pruned file is not missed; the other's line quarantined
+    assert after.errors == []
+    assert after.quarantined == [
+        f"{old_unloaded.relative_to(data_dir / 'bronze')}: 1 line(s) quarantined to "
+        f"{old_unloaded.name} under _rejected/load (line 1: missing field 'line_no'); the other 0 loaded"]
     with psycopg.connect(db_url) as conn:  # the manifest keeps the history
-        assert conn.execute("select count(*) from meta.loaded_files").fetchone() == (2,)
+        assert conn.execute("select count(*) from meta.loaded_files").fetchone() == (3,)
 
 
 def test_prune_refuses_a_bad_age(data_dir: Path, db_url: str) -> None:

@@ -27,8 +27,8 @@ from retailctl.cli.render import (
     render_verify,
 )
 from retailctl.config import LOG_FORMATS, SETTING_SPECS, Settings, choose_env_file, load_settings
-from retailctl.errors import ConfigError, RetailctlError, Terminated, step_of
-from retailctl.extract import ENTITIES, extract
+from retailctl.errors import ConfigError, RetailctlError, Terminated, from_os_error, step_of
+from retailctl.extract import ENTITIES, extract, raise_for_failures
 from retailctl.load import load
 from retailctl.monitor import Monitor
 from retailctl.store import state
@@ -183,6 +183,9 @@ def _failure(exc: BaseException) -> tuple[int, str, str] | None:
         return Terminated.exit_code, "stopped by SIGTERM; the open transaction was rolled back", ""
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted; the open transaction was rolled back", ""
+    if isinstance(exc, OSError):  # the data dir's file system: unwritable (78), full (1)
+        error = from_os_error(exc)
+        return error.exit_code, str(error), ""
     if isinstance(exc, Exception):  # a bug: keep the traceback, but never a secret in it
         return (1, f"internal error ({type(exc).__name__}: {exc}); please report it",
                 traceback.format_exc().rstrip())
@@ -289,6 +292,7 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def db_reset(
     ctx: typer.Context,
     yes: Annotated[bool, typer.Option("--yes", help="Confirm: every table is deleted.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete the embedded database of this data dir, to start over (bronze files are kept)."""
     if not yes:
@@ -303,13 +307,16 @@ def db_reset(
                               "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
                               "database (drop its schemas meta, silver and gold yourself)")
         pgdata = pgdata_dir(settings.data_dir)
-        if EmbeddedPostgres(settings.data_dir).reset():
+        deleted = EmbeddedPostgres(settings.data_dir).reset()
+        if as_json:
+            console.print_json({"deleted": deleted, "pgdata": pgdata})
+        elif deleted:
             console.say(f"deleted the embedded database in {pgdata}; the bronze files under "
                         f"{settings.bronze_dir} are kept (the next load reads them again)")
         else:
             console.say(f"no embedded database in {pgdata}: nothing to delete")
 
-    run(ctx, reset)
+    run(ctx, reset, as_json=as_json)
 
 
 # -- extract -------------------------------------------------------------------------------
@@ -347,6 +354,7 @@ def extract_command(
         else:
             for result in results:
                 console.info(result.summary(), step="extract")
+        raise_for_failures(results)  # an entity that failed, after the others ran: exit 1
 
     run(ctx, work, as_json=as_json, step="extract", monitored=True)
 
@@ -548,7 +556,8 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with database_of(settings) as database, database.connect(autocommit=True) as conn:
+        with database_of(settings, run_migrations=False) as database, \
+                database.connect(autocommit=True) as conn:  # read-only: never migrates
             collected = status.collect(conn, settings.bronze_dir)
         if as_json:
             console.print_json(collected)

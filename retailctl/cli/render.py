@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
-    """The load summary; a file that did not load is an error line each, and exit 1."""
-    if as_json and not result.errors:
+    """The load summary; a file that did not load, or had lines quarantined, is an error line
+    each, and exit 1."""
+    if as_json and not result.failure():
         console.print_json(result.to_dict())
     elif as_json:
         pass  # the error object is the document
@@ -35,10 +36,11 @@ def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir:
         rate = result.rows / result.seconds if result.seconds else 0.0
         console.info(f"loaded {result.rows} rows in {result.seconds:.1f}s ({rate:,.0f} rows/s)",
                      step="load")
-    for problem in result.errors:
+    for problem in [*result.errors, *result.quarantined]:
         console.error(problem)
-    if result.errors:
-        raise StepFailed(f"{len(result.errors)} bronze file(s) not loaded; the others were")
+    failure = result.failure()
+    if failure:
+        raise StepFailed(failure)
 
 
 def render_dbt(results: list[gold.DbtResult], step: str = "") -> None:
@@ -70,6 +72,9 @@ def render_step(name: str, result: Any) -> None:
 
 def render_status(collected: dict[str, Any]) -> None:
     """What `retailctl status` shows a person on call."""
+    if not collected["initialised"]:
+        console.say(f"database {collected['database']}")
+        return
     cursor = collected["cursor"]
     console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
                 f"{cursor['last_run_ts'] or 'never'})")
@@ -89,7 +94,8 @@ def render_status(collected: dict[str, Any]) -> None:
         (name, at or "never") for name, at in collected["silver_loaded_at"].items()])
     console.say(f"rejected records: {collected['rejected_records']['total']} "
                 f"({collected['rejected_records']['last_24h']} in the last 24 h); "
-                f"inconsistent sale totals: {collected['inconsistent_totals']}")
+                f"inconsistent sale totals: {collected['inconsistent_totals']}; "
+                f"lines quarantined by load: {collected['quarantined_lines']}")
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import Any
 
 from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
 
+STAMPED_FIELDS = ("_ingestion_ts", "_batch_id", "_reject_reason")
+
 
 class Batch:
     """The files of one batch: one per dataset (and one per rejected entity), committed together.
@@ -32,7 +34,10 @@ class Batch:
         return self._files[key]
 
     def reject(self, entity: str, record: Any, reason: str) -> None:
-        row = dict(record) if isinstance(record, dict) else {"_record": record}
+        """The record as sent, stamped, with its reason; nested under `_record` when it is not
+        an object or has a field named like one of ours (so nothing of it is overwritten)."""
+        own = isinstance(record, dict) and not any(name in record for name in STAMPED_FIELDS)
+        row = dict(record) if own else {"_record": record}
         row.update(self.stamp)
         row["_reject_reason"] = reason
         self.file(entity, rejected=True).write(row)
@@ -43,16 +48,23 @@ class Batch:
             ndjson.abort()
 
     def commit(self) -> list[str]:
-        """Make every file durable; returns the paths of the non-rejected ones.
+        """Make every file durable, then give each its name; returns the paths of the
+        non-rejected ones. A failure while writing (a full disk) leaves no file of the batch.
 
         Once only: a failure after it (the cursor update) must not commit the files twice.
         """
         if self._committed:
             return []
         self._committed = True
+        try:
+            for ndjson in self._files.values():
+                ndjson.close()
+        except BaseException:
+            self.abort()
+            raise
         paths = []
         for (_, rejected), ndjson in self._files.items():
-            path = ndjson.commit()
+            path = ndjson.publish()
             if not rejected:
                 paths.append(str(path))
         return paths

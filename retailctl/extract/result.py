@@ -20,12 +20,14 @@ class EntityResult:
     rejected: int = 0
     inconsistent: int = 0
     duplicates: int = 0
+    out_of_order: int = 0  # sales served with an id below an earlier one of their page
     pages: int = 0
     files: list[str] = field(default_factory=list)
     unchanged: bool = False  # a snapshot identical to the last one: no file written
     cursor_from: int | None = None
     cursor_to: int | None = None
     warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the entity failed (the others still ran): why
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -39,9 +41,13 @@ class EntityResult:
             parts.append(f"{self.inconsistent} inconsistent totals")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicates dropped")
+        if self.out_of_order:
+            parts.append(f"{self.out_of_order} out-of-order ids")
         if self.unchanged:
             parts.append("unchanged since the last snapshot, no file written")
         parts.append(f"{self.seconds:.1f}s ({rate:,.0f}/s)")
+        if self.error:
+            parts.append("FAILED (see the error)")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,5 +56,6 @@ class EntityResult:
 
 def log_result(conn: psycopg.Connection, result: EntityResult) -> None:
     """The entity's line in meta.extract_log (rejects, inconsistencies, warnings)."""
+    notes = [*result.warnings, *([f"failed: {result.error}"] if result.error else [])]
     state.log_extract(conn, result.entity, result.records, result.rejected, result.inconsistent,
-                      len(result.files), "; ".join(result.warnings))
+                      len(result.files), "; ".join(notes))

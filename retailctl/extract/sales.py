@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from retailctl.errors import RetailctlError
+from retailctl.errors import ContractViolation, RetailctlError
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
 from retailctl.extract.result import EntityResult, log_result
@@ -31,40 +32,62 @@ Progress = Callable[[str, int, int, int | None], None]
 Warn = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class _Page:
+    sales: list[Any]  # at or after the start, and those without a valid id (to be rejected)
+    next_start: int
+    out_of_order: int  # sales with an id below an earlier one of the page
+    total_items: int | None  # what the source says it has: for progress only
+
+
 def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *, limit: int,
                max_sales: int = 0, from_id: int | None = None, progress: Progress,
                warn: Warn) -> EntityResult:
-    """Read sales from the cursor (or `from_id`, a backfill that leaves the cursor where it is)
-    to the end of the source or `max_sales`; `conn` is in autocommit mode."""
+    """Read sales from the cursor (or `from_id`, a backfill) to the end of the source or
+    `max_sales`; `conn` is in autocommit mode.
+
+    The cursor moves only over ids this run read: a backfill from beyond the cursor leaves it
+    where it is. A source answer that breaks the contract ends the entity (`result.error`),
+    keeping the pages read before it.
+    """
     started = time.monotonic()
     cursor = state.read_cursor(conn).next_sales_id
     start = from_id if from_id is not None else cursor
+    moves_cursor = start <= cursor
     result = EntityResult("sales", cursor_from=start, cursor_to=start)
 
     def note(message: str) -> None:
         result.warnings.append(message)
         warn(message)
 
-    if from_id is not None:
+    if from_id is not None and moves_cursor:
         note(f"backfill: reading sales from id {from_id} (the cursor stays at {max(cursor, 1)} "
              "or beyond)")
+    elif from_id is not None:
+        note(f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
+             f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)")
     batch = Batch(bronze_dir)
     pages_in_batch = 0
     try:
-        for sales, next_start, total_items in prefetch(_pages(source, start, limit, max_sales, note)):
-            for sale in sales:
+        for page in prefetch(_pages(source, start, limit, max_sales, note)):
+            for sale in page.sales:
                 _write_sale(batch, sale, result)
             result.pages += 1
-            result.cursor_to = next_start
+            result.out_of_order += page.out_of_order
+            result.cursor_to = page.next_start
             read = result.records + result.rejected
-            progress("sales", read, result.pages, expected_sales(total_items, start, read, max_sales))
+            progress("sales", read, result.pages,
+                     expected_sales(page.total_items, start, read, max_sales))
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
-                _commit_chunk(conn, batch, result)
+                _commit_chunk(conn, batch, result, moves_cursor)
                 batch, pages_in_batch = Batch(bronze_dir), 0
-        _commit_chunk(conn, batch, result)
+        _commit_chunk(conn, batch, result, moves_cursor)
+    except ContractViolation as exc:  # this entity fails; the pages read before it are kept
+        _commit_chunk(conn, batch, result, moves_cursor)
+        result.error = str(exc)
     except RetailctlError:
-        _commit_chunk(conn, batch, result)  # keep the pages read before the failure
+        _commit_chunk(conn, batch, result, moves_cursor)  # keep the pages read before the failure
         raise
     except BaseException:
         batch.abort()
@@ -85,9 +108,9 @@ def expected_sales(total_items: int | None, start: int, read: int, max_sales: in
 
 
 def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
-           note: Warn) -> Iterator[tuple[list[Any], int, int | None]]:
-    """Yield (sales at or after the start, next start, total_items) per page, until the end,
-    the cap, or a page that does not advance. Runs on the prefetch thread."""
+           note: Warn) -> Iterator[_Page]:
+    """Each page's sales at or after the start, until the end, the cap, or a page that does
+    not advance. Runs on the prefetch thread."""
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
@@ -95,25 +118,33 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
             return
         page = source.page("/sales", {"start_sales_id": start, "limit": limit})
         items = page.items[:remaining] if remaining is not None else page.items
+        served = [records.sale_id_of(s) for s in items]  # None: no valid id
         # Sales before the start were read already; one without a valid id is kept, to be
         # rejected with its reason.
-        fresh = [s for s in items if (sale_id := records.sale_id_of(s)) is None or sale_id < 1
-                 or sale_id >= start]
-        ids = [sale_id for s in fresh
-               if (sale_id := records.sale_id_of(s)) is not None and sale_id >= start]
+        fresh = [s for s, sale_id in zip(items, served, strict=True)
+                 if sale_id is None or sale_id >= start]
+        ids = [sale_id for sale_id in served if sale_id is not None and sale_id >= start]
         if not page.items:
             return
         if not ids:
             note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
                  "does not advance, stopping there")
             if fresh:
-                yield fresh, start, page.total_items  # sales without a valid id: rejected
+                yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
         taken += len(fresh)
         start = max(ids) + 1
-        yield fresh, start, page.total_items
+        yield _Page(fresh, start, _out_of_order(ids), page.total_items)
         if len(page.items) < source.effective_limit(limit):  # the limit the page was read with
             return
+
+
+def _out_of_order(ids: list[int]) -> int:
+    highest, count = 0, 0
+    for sale_id in ids:
+        count += sale_id < highest
+        highest = max(highest, sale_id)
+    return count
 
 
 def _write_sale(batch: Batch, sale: Any, result: EntityResult) -> None:
@@ -133,11 +164,14 @@ def _write_sale(batch: Batch, sale: Any, result: EntityResult) -> None:
         result.inconsistent += 1
 
 
-def _commit_chunk(conn: psycopg.Connection, batch: Batch, result: EntityResult) -> None:
-    """Files first, durable; then the cursor past them."""
+def _commit_chunk(conn: psycopg.Connection, batch: Batch, result: EntityResult,
+                  moves_cursor: bool) -> None:
+    """Files first, durable; then the cursor past them (unless ids before them are unread)."""
     next_id = result.cursor_to
     assert next_id is not None
     result.files += batch.commit()
+    if not moves_cursor:
+        return
     note = (f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
             f"from id {result.cursor_from}, next id {next_id}")
     with conn.transaction():

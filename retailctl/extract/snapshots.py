@@ -2,7 +2,9 @@
 
 A snapshot whose content equals the last one written (an order-independent hash of its valid
 records) writes no file. The original API ignores `offset`: a page that repeats records
-already read ends the snapshot with a warning instead of looping.
+already read ends the snapshot with a warning instead of looping. A source that pages on and on
+with new keys is stopped at a cap (twice its own total_items plus a page, and
+RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot writes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from retailctl.errors import ContractViolation
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
 from retailctl.extract.result import EntityResult, log_result
@@ -47,8 +50,13 @@ def record_hash(item: dict[str, Any]) -> int:
 
 
 def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Connection,
-                  bronze_dir: Path, *, limit: int, progress: Progress, warn: Warn) -> EntityResult:
-    """Read every page of `entity` into one bronze file, unless nothing changed."""
+                  bronze_dir: Path, *, limit: int, max_records: int, progress: Progress,
+                  warn: Warn) -> EntityResult:
+    """Read every page of `entity` into one bronze file, unless nothing changed.
+
+    A source answer that breaks the contract fails this entity alone (`result.error`), with
+    nothing written for it.
+    """
     started = time.monotonic()
     result = EntityResult(entity.name)
     batch = Batch(bronze_dir)
@@ -56,11 +64,19 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
     page_hashes: set[bytes] = set()
     content = 0  # an order-independent hash: the sum of the records' hashes
     offset = 0
+    cap = max_records
     try:
         while True:
             page = source.page(f"/{entity.name}", {"limit": limit, "offset": offset})
             if not page.items:
                 break
+            if offset == 0 and page.total_items is not None:
+                cap = min(max_records, 2 * page.total_items + limit)
+            if offset + len(page.items) > cap:
+                raise ContractViolation(
+                    f"/{entity.name}: more than {cap} records (at most twice total_items plus a "
+                    "page, and RETAIL_MAX_SNAPSHOT_RECORDS); the source pages on and on, no "
+                    "snapshot written")
             page_hash = hashlib.sha256(orjson.dumps(page.items)).digest()
             keys = [item[entity.key] for item in page.items
                     if isinstance(item, dict) and isinstance(item.get(entity.key), str)]
@@ -83,7 +99,8 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                     continue
                 seen.add(item[entity.key])
                 content += record_hash(item)
-                batch.file(entity.name).write({**item, **batch.stamp})
+                batch.file(entity.name).write(
+                    {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp})
                 result.records += 1
             progress(entity.name, result.records, result.pages, page.total_items)
             offset += len(page.items)
@@ -99,6 +116,11 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
             if result.files:
                 state.put_snapshot_hash(conn, entity.name, content_hash, result.records,
                                         result.files[0])
+            log_result(conn, result)
+    except ContractViolation as exc:
+        batch.abort()
+        result.error = str(exc)
+        with conn.transaction():
             log_result(conn, result)
     except BaseException:
         batch.abort()

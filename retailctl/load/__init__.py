@@ -1,9 +1,10 @@
 """`load`: every Bronze file into the Silver tables exactly once, at close to COPY speed.
 
-One transaction per file (`copy`): COPY, update the rows that really differ (never with an
-older `_ingestion_ts`), insert the new keys, record the file in the manifest (`files`). A crash
-at any instant rolls the file back whole; the next load takes it again. The tables are data
-(`tables`), their SQL composed from it.
+Which files (`files`: the pending ones, in write order), read how (`lines`: parsed ahead on a
+thread), loaded how (`copy`: one transaction per file — COPY, update the rows that really
+differ, insert the new keys, record the file in the manifest). A line that cannot load exactly
+(`checks`) is set aside with its reason (`quarantine`) and the rest of its file loads. The
+tables are data (`tables`), their SQL composed from it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from retailctl.errors import BronzeFileError
-from retailctl.load.copy import PREFETCH_BATCHES, load_file, parsed_files
+from retailctl.load.copy import load_file
 from retailctl.load.files import find_files, pending_files
+from retailctl.load.lines import read_ahead
 from retailctl.load.result import LoadResult, TableResult
 from retailctl.load.tables import TABLES
-from retailctl.prefetch import prefetch
 from retailctl.store.db import Database
 
 __all__ = ["LoadResult", "Progress", "TableResult", "load"]
@@ -28,22 +29,23 @@ Progress = Callable[[str, int, int, int], None]  # table, rows so far, files so 
 
 def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
          progress: Progress | None = None) -> LoadResult:
-    """Load every pending bronze file; a bad file fails alone (listed in `errors`)."""
+    """Load every pending bronze file; a file that cannot load fails alone (listed in
+    `errors`), a line that cannot load is quarantined alone (`quarantined`)."""
     started = time.monotonic()
     result = LoadResult()
     with database.connect(autocommit=True, purpose="load") as conn:
-        found = find_files(bronze_dir)
+        found, result.errors = find_files(bronze_dir)
         result.found = len(found)
-        pending, result.errors = pending_files(conn, found)
+        pending, altered = pending_files(conn, found)
+        result.errors += altered
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
         to_load = Counter(file.table.name for file in pending)
-        items = prefetch(parsed_files(pending), depth=PREFETCH_BATCHES)
-        for first in items:
-            table_result = result.tables[first.file.table.name]
+        for file, items in read_ahead(pending):
+            table_result = result.tables[file.table.name]
             try:
-                load_file(conn, first, items, table_result)
+                load_file(conn, bronze_dir, file, items, table_result)
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:

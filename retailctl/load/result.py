@@ -17,10 +17,13 @@ class TableResult:
     updated: int = 0
     unchanged: int = 0
     duplicates: int = 0
+    quarantined: int = 0  # lines set aside under _rejected/load, with their reasons
+    problems: list[str] = field(default_factory=list)  # one line per file with quarantined lines
 
     def summary(self) -> str:
-        return (f"{self.table}: {self.files} file(s), {self.rows} rows: {self.inserted} inserted, "
+        line = (f"{self.table}: {self.files} file(s), {self.rows} rows: {self.inserted} inserted, "
                 f"{self.updated} updated, {self.unchanged} unchanged")
+        return line + (f", {self.quarantined} quarantined" if self.quarantined else "")
 
 
 @dataclass
@@ -29,12 +32,27 @@ class LoadResult:
         default_factory=lambda: {t.name: TableResult(t.name) for t in TABLES})
     pending: list[str] = field(default_factory=list)  # with --dry-run: what would load
     found: int = 0  # bronze files found, loaded before or not: 0 means nothing was extracted
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per file not loaded
     seconds: float = 0.0
 
     @property
     def rows(self) -> int:
         return sum(t.rows for t in self.tables.values())
+
+    @property
+    def quarantined(self) -> list[str]:
+        """One line per loaded file with quarantined lines."""
+        return [problem for table in self.tables.values() for problem in table.problems]
+
+    def failure(self) -> str | None:
+        """What makes this load a failed step (exit 1): files not loaded, lines quarantined."""
+        parts = []
+        if self.errors:
+            parts.append(f"{len(self.errors)} bronze file(s) not loaded; the others were")
+        if self.quarantined:
+            lines = sum(table.quarantined for table in self.tables.values())
+            parts.append(f"{lines} line(s) quarantined; the others loaded")
+        return "; ".join(parts) or None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import psycopg
 
+from retailctl.bronze_files import ensure_private_dir
 from retailctl.config import Settings, redact_url
-from retailctl.errors import ConfigError, CredentialsRejected, DatabaseUnavailable
+from retailctl.errors import ConfigError, CredentialsRejected, DatabaseUnavailable, PrivilegeMissing
 from retailctl.store.embedded import EmbeddedPostgres
 from retailctl.store.lock import application_name
 from retailctl.store.migrations import migrate
@@ -21,6 +22,9 @@ CONNECT_ATTEMPTS = 3
 
 _AUTH_FAILURES = ("password authentication failed", "no pg_hba.conf entry", "role \"",
                   "authentication failed", "password is required", "no password supplied")
+# libpq refusing the connection string itself: a setting to fix, not an outage to retry.
+_BAD_SETTING = ("invalid sslmode value", "invalid port number", "invalid integer value",
+                "invalid connection option", "invalid URI")
 
 
 def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
@@ -38,6 +42,8 @@ def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
                     f"database credentials rejected ({redact_url(url)}): {message}") from None
             if "database \"" in message and "does not exist" in message:
                 raise ConfigError(f"RETAIL_DATABASE_URL: {message}") from None
+            if any(marker in message for marker in _BAD_SETTING):
+                raise ConfigError(f"RETAIL_DATABASE_URL ({redact_url(url)}): {message}") from None
             if attempt == CONNECT_ATTEMPTS:
                 raise DatabaseUnavailable(
                     f"database unreachable at {redact_url(url)}: {message}") from None
@@ -63,8 +69,14 @@ class Database:
 
 @contextlib.contextmanager
 def open_database(settings: Settings, *, run_migrations: bool = True) -> Iterator[Database]:
-    """Yield the (migrated) database; an embedded server is joined and left around the block."""
+    """Yield the (migrated) database; an embedded server is joined and left around the block.
+
+    Read-only commands pass run_migrations=False: they never create or change a schema. A
+    privilege the role lacks, anywhere in the block, is one line and exit 78.
+    """
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
+    if embedded is not None:
+        ensure_private_dir(settings.data_dir)  # the cluster's lock and socket live under it
     try:
         url = embedded.start() if embedded else settings.database_url
         assert url is not None
@@ -73,6 +85,11 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Iterato
             with database.connect(autocommit=True, purpose="migrate") as conn:
                 migrate(conn)
         yield database
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PrivilegeMissing(
+            f"the database role lacks a privilege: {_one_line(str(exc))}; grant it CREATE on "
+            "the database (for migrations: or run `retailctl db migrate` once as the owner) and "
+            "write access to the schemas meta, silver and gold") from None
     finally:
         if embedded is not None:
             embedded.stop()

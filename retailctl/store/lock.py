@@ -26,15 +26,19 @@ TRY_LOCK = "select pg_try_advisory_lock(%s, %s)"
 # the holder. The run id comes from the history row the holder started on its lock session
 # (application_name is cut at 63 bytes, too short for it).
 LOCK_HOLDER_QUERY = """
-select a.application_name, a.backend_start, host(a.client_addr),
-       (select r.run_id::text from meta.pipeline_runs r
-        where r.status = 'running' and r.started_at >= a.backend_start
-        order by r.started_at desc limit 1)
+select a.application_name, a.backend_start, host(a.client_addr)
 from pg_locks l join pg_stat_activity a on a.pid = l.pid
 where l.locktype = 'advisory' and l.granted
   and l.database = (select oid from pg_database where datname = current_database())
   and l.classid = %s and l.objid = %s and l.objsubid = 2
 """
+# A database not migrated yet (doctor, status) has no history to name the run from.
+HOLDER_RUN_ID = """
+select r.run_id::text from meta.pipeline_runs r
+where r.status = 'running' and r.started_at >= %s
+order by r.started_at desc limit 1
+"""
+HAS_HISTORY = "select to_regclass('meta.pipeline_runs') is not null"
 # What db.connect() puts in application_name: the client pid first, so truncation never cuts it.
 APPLICATION_NAME = re.compile(r"^retailctl pid=(\d+)(?: (.*))?$")
 LOCAL_ADDRESSES = (None, "127.0.0.1", "::1")
@@ -84,7 +88,11 @@ def lock_holder(conn: psycopg.Connection) -> LockHolder | None:
     row = conn.execute(LOCK_HOLDER_QUERY, (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
     if row is None:
         return None
-    name, backend_start, address, run_id = row
+    name, backend_start, address = row
+    run_id = None
+    if conn.execute(HAS_HISTORY).fetchone() == (True,):
+        found = conn.execute(HOLDER_RUN_ID, (backend_start,)).fetchone()
+        run_id = found[0] if found else None
     match = APPLICATION_NAME.match(name or "")
     command = (match.group(2) or "retailctl") if match else (name or "unknown session")
     return LockHolder(command=command, pid=int(match.group(1)) if match else None, run_id=run_id,
