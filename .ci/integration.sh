@@ -13,7 +13,7 @@ hadolint Dockerfile
 echo "--- systemd-analyze verify (units rendered for this install)"
 retailctl schedule systemd --user root --output-dir "$scratch/units"
 if command -v systemd-analyze >/dev/null; then
-    systemd-analyze verify "$scratch/units/retailctl.service" "$scratch/units/retailctl.timer"
+    systemd-analyze verify "$scratch"/units/*.service "$scratch"/units/*.timer
 else
     echo "systemd-analyze not installed: skipped"
 fi
@@ -56,3 +56,17 @@ with psycopg.connect(sys.argv[1]) as conn:
 assert lines > 0 and runs >= 4, (lines, runs)
 print(f"airflow dags test: gold.sales_item has {lines} rows; {runs} successful airflow steps")
 PY
+
+echo "--- the Airflow DAG fails a rejected key (exit 77) at once: no retry"
+if RETAILCTL_BIN="$(command -v retailctl)" RETAIL_API_URL="http://127.0.0.1:$port" \
+    RETAIL_API_KEY=WRONG_KEY RETAIL_DATABASE_URL="${RETAIL_TEST_DATABASE_URL%/*}/$database" \
+    RETAIL_DATA_DIR="$scratch/airflow-data" \
+    timeout 300 "$scratch/airflow-venv/bin/airflow" dags test retail_etl_hourly \
+    >"$scratch/airflow-77.log" 2>&1; then
+    echo "the DAG run with a wrong key succeeded"; exit 1
+fi
+grep -q "AirflowFailException: retailctl exited 77 (credentials rejected)" "$scratch/airflow-77.log" \
+    && grep -q "new_state=failed" "$scratch/airflow-77.log" \
+    && ! grep -q "new_state=up_for_retry" "$scratch/airflow-77.log" \
+    || { tail -n 40 "$scratch/airflow-77.log"; exit 1; }
+echo "airflow dags test: exit 77 failed the bronze task on its first try"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
@@ -34,6 +35,12 @@ from common import (
 from retailctl.load.tables import TABLES
 
 SCHEMA_SQL = Path(__file__).resolve().parents[1] / "schema" / "002_silver.sql"
+# The limit's tables are what they were when the README's figures were measured: the silver
+# tables, their keys and the sales tables' _loaded_at indexes. 002_silver.sql (squashed) also
+# has these four, which Gold's models rely on and `retailctl load` maintains; dropping them keeps
+# the figures comparable across the squash.
+NOT_IN_LIMIT = ("products_loaded_at", "customers_loaded_at", "sales_product_product_sku",
+                "sales_customer_customer_id")
 
 
 def render_copy_data(bronze: Path) -> dict[str, bytes]:
@@ -63,6 +70,8 @@ def bare_copy(data: dict[str, bytes]) -> tuple[float, int]:
     """The limit: COPY into empty keyed tables, nothing else."""
     with scratch_database() as db_url, psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL.read_text())
+        for index in NOT_IN_LIMIT:
+            conn.execute(sql.SQL("drop index {}").format(sql.Identifier("silver", index)))
         rows = sum(blob.count(b"\n") for blob in data.values())
         started = time.perf_counter()
         with conn.transaction():

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Query, Request, Response
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mock_api.data import DataConfig, RetailData
@@ -19,6 +20,14 @@ MAX_LIMIT = 1000
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Records per page, 1 to 1000.")]
 Offset = Annotated[int, Query(ge=0, description="Records to skip.")]
 StartSalesId = Annotated[int, Query(ge=0, description="The first sale id to return.")]
+# The interactive docs, served from the package (no CDN: they work without internet), and
+# the health check: open to everyone, never failed on purpose.
+DOCS_ASSETS = "/docs-assets"
+PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/health"})
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(f"{DOCS_ASSETS}/")
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class FaultInjection:
         self.rng = random.Random(seed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/docs", "/openapi.json", "/health"):
+        if scope["type"] != "http" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         faults = self.faults
@@ -73,12 +82,13 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
     config = config or MockConfig()
     data = RetailData(config.data)
     expected = config.api_key.encode()
-    app = FastAPI(title="retailctl mock retail API", version="1.0",
-                  description="Deterministic demo data in the original project's API contract.")
+    app = FastAPIOffline(title="retailctl mock retail API", version="1.0",
+                         description="Deterministic demo data in the original project's API contract.",
+                         docs_url="/docs", redoc_url=None, static_url=DOCS_ASSETS)
 
     @app.middleware("http")
     async def require_key(request: Request, call_next: Any) -> Response:
-        if request.url.path in ("/docs", "/openapi.json", "/health"):
+        if is_public(request.url.path):
             return await call_next(request)  # type: ignore[no-any-return]
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), expected):

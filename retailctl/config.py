@@ -6,8 +6,9 @@ Every setting is declared once in SETTING_SPECS (env name, default, parser), so 
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ REDACTED = "***"
 TRIGGERS = ("cli", "cron", "systemd", "airflow", "test", "bench")
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq's, in a URL's query
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
+LOG_FORMATS = ("text", "json")
+MIN_URL_TOKEN = 16  # a shorter ping URL path is a word, not a token: redacting it would garble text
 
 
 def _positive_int(maximum: int) -> Callable[[str], int]:
@@ -96,6 +99,18 @@ def _path(raw: str) -> Path:
     return Path(raw).expanduser().absolute()
 
 
+def _file_path(raw: str) -> Path:
+    if not raw.strip() or raw.endswith("/"):
+        raise ValueError("expected a file path")
+    return Path(raw).expanduser().absolute()
+
+
+def _log_format(raw: str) -> str:
+    if raw not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}")
+    return raw
+
+
 def _trigger(raw: str) -> str:
     if raw not in TRIGGERS:
         raise ValueError(f"expected one of {', '.join(TRIGGERS)}")
@@ -143,8 +158,22 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
                 "its total_items plus a page)."),
     SettingSpec("trigger", "RETAIL_TRIGGER", "cli", _trigger,
                 "Who started the run, recorded in meta.pipeline_runs."),
+    SettingSpec("log_format", "RETAIL_LOG_FORMAT", "text", _log_format,
+                "text, or json: every stderr line one JSON object, for log shippers."),
+    SettingSpec("metrics_file", "RETAIL_METRICS_FILE", None, _file_path,
+                "Write Prometheus metrics here after every run (node_exporter textfile, *.prom)."),
+    SettingSpec("healthcheck_url", "RETAIL_HEALTHCHECK_URL", None, _http_url,
+                "Dead-man's-switch ping URL (healthchecks.io style); its path is a secret.",
+                secret=True),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTING_SPECS}
+ENV_FILE_VARIABLE = "RETAIL_ENV_FILE"
+# RETAIL_* names that are not settings but are legitimately in an environment: the env file's
+# own variable, the test suite's and the benchmarks' servers, and the variables retailctl sets
+# for dbt's profile (RETAIL_DBT_*, see gold.dbt_environment).
+NON_SETTING_NAMES = frozenset({ENV_FILE_VARIABLE, "RETAIL_TEST_DATABASE_URL",
+                               "RETAIL_BENCH_DATABASE_URL"})
+NON_SETTING_PREFIXES = ("RETAIL_DBT_",)
 
 
 @dataclass(frozen=True)
@@ -160,8 +189,12 @@ class Settings:
     max_response_mb: int
     max_snapshot_records: int
     trigger: str
+    log_format: str = "text"
+    metrics_file: Path | None = None
+    healthcheck_url: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     serving_demo_data: bool = False  # api_url points at a bundled mock started for this command
+    env_file: Path | None = None  # the env file read, if any
 
     @property
     def demo_mode(self) -> bool:
@@ -190,7 +223,11 @@ class Settings:
         values = [self.api_key or ""]
         for url in (self.database_url, self.api_url):
             values += url_secrets(url) if url else []
-        return sorted({value for value in values if len(value) >= 3}, key=len, reverse=True)
+        values = [value for value in values if len(value) >= 3]
+        if self.healthcheck_url:  # a token in the path (a UUID): whoever knows it can ping
+            token = urlsplit(self.healthcheck_url).path.strip("/")
+            values += [token] if len(token) >= MIN_URL_TOKEN else []
+        return sorted(set(values), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets():
@@ -203,6 +240,8 @@ class Settings:
             return "(unset)"
         if name in ("database_url", "api_url"):
             return redact_url(value)
+        if name == "healthcheck_url":
+            return redact_url_path(value)
         if SPECS_BY_NAME[name].secret:
             return REDACTED
         return str(value)
@@ -241,16 +280,30 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "&".join(pairs), parts.fragment))
 
 
+def redact_url_path(url: str) -> str:
+    """The URL with its path (a ping URL's token) replaced by ***."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{REDACTED}", "", ""))
+
+
 def load_settings(
     overrides: Mapping[str, Any | None] | None = None,
     environ: Mapping[str, str] | None = None,
     env_file: Path | None = None,
 ) -> Settings:
-    """Resolve every setting once; a bad value raises ConfigError naming the setting."""
+    """Resolve every setting once; a bad value or an unknown RETAIL_* name raises ConfigError.
+
+    `env_file` is read when it exists (the CLI passes `choose_env_file`'s answer); without it,
+    `choose_env_file` decides.
+    """
     environ = os.environ if environ is None else environ
-    env_file = Path.cwd() / ".env" if env_file is None else env_file
-    file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None} \
-        if env_file.is_file() else {}
+    if env_file is None:
+        env_file = choose_env_file(None, environ)
+    elif not env_file.is_file():
+        env_file = None
+    file_values = read_env_file(env_file) if env_file is not None else {}
+    reject_unknown_names(environ, "the environment")
+    reject_unknown_names(file_values, f"the env file {env_file}")
     overrides = overrides or {}
 
     values: dict[str, Any] = {}
@@ -261,8 +314,10 @@ def load_settings(
             raw, source = str(override), "option"
         elif environ.get(spec.env, "") != "":
             raw, source = environ[spec.env], "environment"
-        elif file_values.get(spec.env, "") != "":
+        elif file_values.get(spec.env, "") != "" and env_file is not None:
             raw, source = file_values[spec.env], ".env"
+            if spec.parse is _path:  # a relative path in a file is relative to that file
+                raw = str(env_file.parent / Path(raw).expanduser())
         else:
             values[spec.name] = _default(spec)
             sources[spec.name] = "default"
@@ -273,7 +328,46 @@ def load_settings(
             shown = REDACTED if spec.secret else repr(raw)
             raise ConfigError(f"{spec.env}={shown} is invalid: {exc}") from None
         sources[spec.name] = source
-    return Settings(**values, sources=sources)
+    return Settings(**values, sources=sources, env_file=env_file)
+
+
+def choose_env_file(option: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The env file to read: the --env-file option, else RETAIL_ENV_FILE, else ./.env if it
+    exists (None: no file). A file named by the option or the variable must exist: cron and
+    systemd name one file, and a typo there must not mean running on the defaults."""
+    if option is not None:
+        named, how = option, "--env-file"
+    elif environ.get(ENV_FILE_VARIABLE, "") != "":
+        named, how = Path(environ[ENV_FILE_VARIABLE]), ENV_FILE_VARIABLE
+    else:
+        default = Path.cwd() / ".env"
+        return default if default.is_file() else None
+    named = named.expanduser().absolute()
+    if not named.is_file():
+        raise ConfigError(f"{how}={named}: no such file")
+    return named
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return {k: v for k, v in dotenv_values(stream=handle).items() if v is not None}
+    except OSError as exc:  # a root-only file read by a service user, most often
+        raise ConfigError(f"cannot read the env file {path}: {exc.strerror}") from None
+
+
+def reject_unknown_names(names: Iterable[str], where: str) -> None:
+    """A misspelt setting is an error, not a silent default (RETAIL_DATABSE_URL…)."""
+    known = [spec.env for spec in SETTING_SPECS]
+    for name in sorted(names):
+        if not name.startswith("RETAIL_") or name in known or name in NON_SETTING_NAMES \
+                or name.startswith(NON_SETTING_PREFIXES):
+            continue
+        # compared without the prefix all share, which would make every name look close
+        close = difflib.get_close_matches(name.removeprefix("RETAIL_"),
+                                          [env.removeprefix("RETAIL_") for env in known], n=1)
+        hint = f"did you mean RETAIL_{close[0]}?" if close else "`retailctl config` lists the settings"
+        raise ConfigError(f"unknown setting {name} in {where}: {hint}")
 
 
 def _default(spec: SettingSpec) -> Any:

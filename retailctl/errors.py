@@ -8,8 +8,10 @@ RetailctlError (1)
 ├── DatabaseUnavailable (69)     the database could not be reached
 ├── CredentialsRejected (77)     the API key or the database credentials were refused
 ├── LockHeld (75)                another run holds the pipeline lock
-├── ContractViolation (1)        the API answered 200 with a body not of the contract's shape
+├── ContractViolation (1)        the API answered outside its contract: an error status
+│                                retrying cannot fix, or a body of the wrong shape
 ├── BronzeFileError (1)          a bronze file is malformed or changed after it was loaded
+├── MigrationError (1)           recorded migrations do not match the schema/ files
 ├── StepFailed (1)               a step failed for another stated reason
 ├── StorageFailed (1)            the data dir's disk failed a write (full, I/O error)
 └── DataTestsFailed (3)          dbt data tests failed
@@ -19,6 +21,7 @@ Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 
 
@@ -67,11 +70,19 @@ class LockHeld(RetailctlError):
 
 
 class ContractViolation(RetailctlError):
-    """The API answered with a body that is not of the contract's shape."""
+    """The API answered outside its contract: an error status (400, 404…) or a malformed body."""
 
 
 class BronzeFileError(RetailctlError):
     """A bronze file is malformed, or changed after it was loaded."""
+
+
+class MigrationError(RetailctlError):
+    """The database's recorded migrations do not match the shipped schema/ files.
+
+    An applied file whose checksum changed, or versions no shipped file knows: a broken install
+    or a database made by another (pre-release) version, never something to apply over.
+    """
 
 
 class StepFailed(RetailctlError):
@@ -109,3 +120,15 @@ class Terminated(BaseException):
     """
 
     exit_code = 143
+
+
+def mark_step(exc: BaseException, step: str) -> None:
+    """Note on an error the pipeline step it stopped (the first to note it wins)."""
+    if getattr(exc, "retailctl_step", None) is None:
+        with contextlib.suppress(AttributeError):  # an exception type with __slots__
+            exc.retailctl_step = step  # type: ignore[attr-defined]
+
+
+def step_of(exc: BaseException) -> str | None:
+    """The pipeline step an error stopped, if it happened inside one."""
+    return getattr(exc, "retailctl_step", None)

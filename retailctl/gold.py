@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,7 +57,7 @@ FAILING_STATUSES = {"error", "fail", "runtime error"}
 @dataclass
 class NodeResult:
     name: str
-    kind: str  # model, snapshot, test, source
+    kind: str  # model, snapshot, test, unit_test, source
     status: str
     seconds: float
     rows_affected: int | None = None
@@ -77,6 +78,50 @@ class DbtResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """A dbt node started (status "started") or finished, for live progress: `done` of
+    `total` nodes of the command have finished."""
+
+    command: str
+    name: str
+    kind: str
+    status: str
+    done: int
+    total: int | None
+    seconds: float | None = None
+
+
+OnNode = Callable[[NodeEvent], None]
+
+
+class _NodeEvents:
+    """A dbtRunner callback: dbt's event messages in, NodeEvents out (from dbt's threads)."""
+
+    def __init__(self, command: str, on_node: OnNode) -> None:
+        self.command = command
+        self.on_node = on_node
+        self.total: int | None = None
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, msg: Any) -> None:
+        name = msg.info.name
+        if name == "ConcurrencyLine":
+            self.total = int(msg.data.node_count)
+        elif name in ("LogStartLine", "NodeFinished"):
+            info = msg.data.node_info
+            finished = name == "NodeFinished"
+            with self._lock:
+                self.done += finished
+                event = NodeEvent(
+                    command=self.command, name=info.node_name, kind=info.resource_type,
+                    status=info.node_status if finished else "started", done=self.done,
+                    total=self.total,
+                    seconds=float(msg.data.run_result.execution_time) if finished else None)
+            self.on_node(event)
 
 
 def dbt_environment(database_url: str) -> dict[str, str]:
@@ -147,24 +192,36 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def invoke(settings: Settings, database_url: str, args: Sequence[str]) -> DbtResult:
-    """One dbt command, in this process, with a fresh runner; never two at once."""
+def invoke(settings: Settings, database_url: str, args: Sequence[str],
+           on_node: OnNode | None = None) -> DbtResult:
+    """One dbt command, in this process, with a fresh runner; never two at once. `on_node`
+    hears each node start and finish as dbt runs it."""
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
 
     paths = DbtPaths.for_settings(settings)
     started = time.monotonic()
+    callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []
     with _private(paths), _environment(dbt_environment(database_url)):
         paths.write_profile()
-        outcome = dbtRunner().invoke([*args, *paths.flags(), "--quiet", "--no-use-colors"])
+        # retailctl renders results itself; dbt's own log goes to its file under the data dir
+        outcome = dbtRunner(callbacks=callbacks).invoke(
+            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
     result = DbtResult(command=" ".join(args), success=outcome.success,
                        seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
         raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
     if outcome.exception is not None:
-        raise StepFailed(settings.redact(f"dbt {result.command} failed: {outcome.exception}"))
+        raise StepFailed(settings.redact(f"dbt {result.command} failed: {_one_line(outcome.exception)}"))
     for node_result in getattr(outcome.result, "results", None) or []:
         result.nodes.append(_node(node_result))
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    """dbt's error text without its SQL excerpt and caret line: one line for a log."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
+    return " ".join(lines)
 
 
 def _node(node_result: Any) -> NodeResult:
@@ -182,7 +239,7 @@ def _node(node_result: Any) -> NodeResult:
 
 
 def transform(settings: Settings, database_url: str, select: str = "all",
-              full_refresh: bool = False) -> list[DbtResult]:
+              full_refresh: bool = False, on_node: OnNode | None = None) -> list[DbtResult]:
     """The snapshot, then core (dims and the fact), then the mart; stops at a failure.
 
     `full_refresh` rebuilds the incremental models from silver (after a change of shape).
@@ -192,7 +249,7 @@ def transform(settings: Settings, database_url: str, select: str = "all",
         args = ["snapshot"] if part == "snapshot" else ["run", "--select", *part.split()]
         if full_refresh and part != "snapshot":
             args.append("--full-refresh")
-        result = invoke(settings, database_url, args)
+        result = invoke(settings, database_url, args, on_node)
         results.append(result)
         if not result.success:
             names = ", ".join(f"{node.name} ({node.message})" for node in result.failed)
@@ -200,31 +257,46 @@ def transform(settings: Settings, database_url: str, select: str = "all",
     return results
 
 
-def test(settings: Settings, database_url: str, checked_since: datetime | None = None
-         ) -> list[DbtResult]:
-    """dbt data tests, then source freshness (see `raise_for_failures`).
+def test(settings: Settings, database_url: str, checked_since: datetime | None = None,
+         on_node: OnNode | None = None) -> list[DbtResult]:
+    """dbt data and unit tests, then source freshness (see `raise_for_failures`).
 
     With `checked_since`, the fact's and the mart's tests check only the rows written since:
-    an hourly test then costs in proportion to the new data.
+    an hourly test then costs in proportion to the new data. The unit tests check the models'
+    logic, not the data, so they run with the full tests only.
     """
     args = ["test"]
     if checked_since is not None:
-        args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()})]
-    return [invoke(settings, database_url, args),
-            invoke(settings, database_url, ["source", "freshness"])]
+        args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()}),
+                 "--exclude", "test_type:unit"]
+    return [invoke(settings, database_url, args, on_node),
+            invoke(settings, database_url, ["source", "freshness"], on_node)]
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:
-    """One line per failing test: its name and failing row count."""
-    return [f"{node.name}: {node.failures} failing row(s)" if node.failures is not None
-            else f"{node.name}: {node.status} ({node.message})"
-            for result in results for node in result.failed]
+    """One line per failing test: its name and failing row count (a unit test: that its rows
+    differ; dbt's log shows the diff)."""
+    return [_failure_line(node) for result in results for node in result.failed]
+
+
+def _failure_line(node: NodeResult) -> str:
+    if node.kind == "unit_test" and node.status == "fail":
+        return f"{node.name}: unit test output differs from its expected rows"
+    if node.failures is not None:
+        return f"{node.name}: {node.failures} failing row(s)"
+    return f"{node.name}: {node.status} ({node.message})"
 
 
 def raise_for_failures(results: Sequence[DbtResult]) -> None:
     lines = failure_lines(results)
     if lines:
         raise DataTestsFailed(f"{len(lines)} dbt test(s) failed: " + "; ".join(lines))
+
+
+def parse(settings: Settings, database_url: str) -> DbtResult:
+    """`dbt parse`: the project and its profile are valid (`doctor`); writes only under the
+    data dir (target/, logs/)."""
+    return invoke(settings, database_url, ["parse"])
 
 
 def deps(settings: Settings, database_url: str) -> DbtResult | None:
@@ -237,9 +309,11 @@ def deps(settings: Settings, database_url: str) -> DbtResult | None:
     return result
 
 
-def docs(settings: Settings, database_url: str, serve: bool = False, port: int = 8081) -> DbtResult:
+def docs(settings: Settings, database_url: str) -> DbtResult:
+    """`dbt docs generate` into the data dir's target/ (a failure raises StepFailed); served
+    by `docs_server`, not `dbt docs serve`."""
     result = invoke(settings, database_url, ["docs", "generate"])
-    if serve and result.success:
-        invoke(settings, database_url, ["docs", "serve", "--host", "127.0.0.1", "--port", str(port),
-                                        "--no-browser"])
+    if not result.success:
+        raise StepFailed("dbt docs generate failed: see the dbt log under the data dir "
+                         f"({DbtPaths.for_settings(settings).logs})")
     return result

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,8 +22,8 @@ import psycopg
 
 from retailctl import gold
 from retailctl.config import Settings
-from retailctl.errors import RetailctlError, StepFailed, Terminated
-from retailctl.extract import Progress, extract, raise_for_failures
+from retailctl.errors import RetailctlError, StepFailed, Terminated, mark_step
+from retailctl.extract import extract, raise_for_failures
 from retailctl.load import load
 from retailctl.store.db import Database
 from retailctl.store.lock import pipeline_lock
@@ -60,7 +60,10 @@ set silver_loaded_at = excluded.silver_loaded_at, started_at = excluded.started_
     finished_at = excluded.finished_at
 """
 
-StepDone = Callable[[str, Any], None]  # step name, its result (None when skipped)
+GOLD_MODELS = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer")
+MISSING_MODELS = """
+select name from unnest(%s::text[]) as name where to_regclass('gold.' || quote_ident(name)) is null
+"""
 
 
 @dataclass
@@ -77,14 +80,88 @@ class RunResult:
     trigger: str
     steps: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class RunObserver:
+    """Hears a run as it goes: the command line's live view, the monitor (metrics, pings).
+
+    Every method does nothing here; an observer overrides what it needs. Progress arrives
+    from the steps' own threads as well as the main one.
+    """
+
+    def run_started(self, run: RunResult) -> None:
+        """The lock is held and the run's history row written."""
+
+    def step_started(self, step: str) -> None:
+        pass
+
+    def extract_progress(self, entity: str, records: int, pages: int, total: int | None) -> None:
+        pass
+
+    def load_progress(self, table: str, rows: int, files: int, files_total: int) -> None:
+        pass
+
+    def dbt_node(self, event: gold.NodeEvent) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def step_done(self, step: str, result: Any) -> None:
+        """A step finished; `result` is its result object, None when it was skipped."""
+
+    def run_ended(self, run: RunResult, conn: psycopg.Connection) -> None:
+        """The run is over, success or not, its history row final; the lock is still held
+        and `conn` (autocommit) still open: the moment to read figures of the database."""
+
+
+class Observers(RunObserver):
+    """Several observers heard as one, in order."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self.observers = observers
+
+    def run_started(self, run: RunResult) -> None:
+        for observer in self.observers:
+            observer.run_started(run)
+
+    def step_started(self, step: str) -> None:
+        for observer in self.observers:
+            observer.step_started(step)
+
+    def extract_progress(self, entity: str, records: int, pages: int, total: int | None) -> None:
+        for observer in self.observers:
+            observer.extract_progress(entity, records, pages, total)
+
+    def load_progress(self, table: str, rows: int, files: int, files_total: int) -> None:
+        for observer in self.observers:
+            observer.load_progress(table, rows, files, files_total)
+
+    def dbt_node(self, event: gold.NodeEvent) -> None:
+        for observer in self.observers:
+            observer.dbt_node(event)
+
+    def warn(self, message: str) -> None:
+        for observer in self.observers:
+            observer.warn(message)
+
+    def step_done(self, step: str, result: Any) -> None:
+        for observer in self.observers:
+            observer.step_done(step, result)
+
+    def run_ended(self, run: RunResult, conn: psycopg.Connection) -> None:
+        for observer in self.observers:
+            observer.run_ended(run, conn)
 
 
 class _History:
     """The run's row in meta.pipeline_runs, kept current after every step."""
 
-    def __init__(self, conn: psycopg.Connection, run: RunResult) -> None:
+    def __init__(self, conn: psycopg.Connection, run: RunResult, observer: RunObserver) -> None:
         self.conn = conn
         self.run = run
+        self.observer = observer
         self.current = STEPS[0]
         self.clock = time.monotonic()
         conn.execute(MARK_STALE_RUNS)  # we hold the lock: any 'running' row is a dead run
@@ -92,6 +169,7 @@ class _History:
 
     def begin(self, step: str) -> None:
         self.current, self.clock = step, time.monotonic()
+        self.observer.step_started(step)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.clock
@@ -111,68 +189,78 @@ def silver_loaded_at(conn: psycopg.Connection) -> datetime | None:
 
 
 @contextlib.contextmanager
-def tracked_run(settings: Settings, database: Database, label: str) -> Iterator[_History]:
+def tracked_run(settings: Settings, database: Database, label: str,
+                observer: RunObserver | None = None) -> Iterator[_History]:
     """Hold the pipeline lock and keep this run's history row for the block; a failure is
-    recorded (redacted) against the step in progress and re-raised."""
+    recorded (redacted) against the step in progress, marked with that step and re-raised."""
+    observer = observer or RunObserver()
     run = RunResult(run_id=str(uuid.uuid4()), trigger=settings.trigger)
     started = time.monotonic()
-    with pipeline_lock(database, f"{label} run={run.run_id}") as lock_conn:
-        history = _History(lock_conn, run)
+    with pipeline_lock(database, label) as lock_conn:
+        history = _History(lock_conn, run, observer)
+        observer.run_started(run)
         try:
             yield history
-        except Terminated:
-            history.finish("interrupted", "stopped by SIGTERM")
-            raise
-        except KeyboardInterrupt:
-            history.finish("interrupted", "interrupted")
-            raise
-        except Exception as exc:
-            if history.current not in {step.step for step in run.steps}:
-                history.record(StepRecord(history.current, "failed", history.elapsed()))
-            history.finish("failed", settings.redact(str(exc)))
+        except BaseException as exc:
+            mark_step(exc, history.current)
+            if isinstance(exc, Terminated):
+                history.finish("interrupted", "stopped by SIGTERM")
+            elif isinstance(exc, KeyboardInterrupt):
+                history.finish("interrupted", "interrupted")
+            elif isinstance(exc, Exception):
+                if history.current not in {step.step for step in run.steps}:
+                    history.record(StepRecord(history.current, "failed", history.elapsed()))
+                history.finish("failed", settings.redact(str(exc)))
+            run.seconds = time.monotonic() - started
+            observer.run_ended(run, lock_conn)
             raise
         history.finish("success")
-    run.seconds = time.monotonic() - started
+        run.seconds = time.monotonic() - started
+        observer.run_ended(run, lock_conn)
 
 
 @contextlib.contextmanager
-def single_step(settings: Settings, database: Database, step: str) -> Iterator[None]:
+def single_step(settings: Settings, database: Database, step: str,
+                observer: RunObserver | None = None) -> Iterator[None]:
     """One step run on its own (`retailctl load`, an Airflow task): locked, and in the history."""
-    with tracked_run(settings, database, step) as history:
+    with tracked_run(settings, database, step, observer) as history:
         history.begin(step)
         yield
         history.record(StepRecord(step, "success", history.elapsed()))
 
 
-def run_all(settings: Settings, database: Database, *, on_step: StepDone | None = None,
-            progress: Progress | None = None,
-            warn: Callable[[str], None] | None = None) -> RunResult:
+def run_all(settings: Settings, database: Database, *,
+            observer: RunObserver | None = None) -> RunResult:
     """Run every step once under the pipeline lock; raises the first step's error."""
-    with tracked_run(settings, database, "run-all") as history:
-        _steps(settings, database, history.conn, history, on_step or (lambda name, result: None),
-               progress, warn)
+    observer = observer or RunObserver()
+    with tracked_run(settings, database, "run-all", observer) as history:
+        _steps(settings, database, history.conn, history, observer)
     return history.run
 
 
 def run_tests(settings: Settings, database: Database, conn: psycopg.Connection, *,
-              changed: bool) -> list[gold.DbtResult]:
+              changed: bool, on_node: gold.OnNode | None = None) -> list[gold.DbtResult]:
     """dbt tests: every row, or (`changed`) the rows written since the last passing test run
     started. A passing run is remembered, with the silver state it saw."""
+    missing = [name for (name,) in conn.execute(MISSING_MODELS, (list(GOLD_MODELS),))]
+    if missing:  # dbt would fail every test of a missing model, in hundreds of lines
+        raise StepFailed(f"Gold is not built yet (no gold.{missing[0]}): run `retailctl transform` "
+                         "first, or `retailctl run-all`")
     row = conn.execute(LAST_PASSING_TEST).fetchone() if changed else None
     since = row[0] if row else None
     started = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
     newest = silver_loaded_at(conn)
-    results = gold.test(settings, database.url, checked_since=since)
+    results = gold.test(settings, database.url, checked_since=since, on_node=on_node)
     if not gold.failure_lines(results):
         conn.execute(SAVE_GOLD_STATE, ("test", newest, started))
     return results
 
 
 def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
-           on_step: StepDone, progress: Progress | None,
-           warn: Callable[[str], None] | None) -> None:
+           observer: RunObserver) -> None:
+    on_step = observer.step_done
     history.begin("extract")
-    extracted = extract(settings, database, progress=progress, warn=warn)
+    extracted = extract(settings, database, progress=observer.extract_progress, warn=observer.warn)
     failed = [e for e in extracted if e.error]
     history.record(StepRecord("extract", "failed" if failed else "success", history.elapsed(), {
         e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
@@ -185,7 +273,7 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
         partial.append(f"extract: {exc}")
 
     history.begin("load")
-    loaded = load(database, settings.bronze_dir)
+    loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
     failure = loaded.failure()
     history.record(StepRecord("load", "failed" if failure else "success", history.elapsed(),
                               {t.table: {"inserted": t.inserted, "updated": t.updated,
@@ -194,14 +282,15 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
     on_step("load", loaded)
     if failure:
         partial.append(f"load: {failure}: {[*loaded.errors, *loaded.quarantined][0]}")
-    _gold(settings, database, conn, history, on_step)
+    _gold(settings, database, conn, history, observer)
     if partial:
         raise StepFailed("; ".join(partial))
 
 
 def _gold(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
-          on_step: StepDone) -> None:
+          observer: RunObserver) -> None:
     """Transform and test, unless nothing reached silver since Gold was built and tested."""
+    on_step = observer.step_done
     newest = silver_loaded_at(conn)
     built = dict(conn.execute(GOLD_STATE).fetchall())
     if newest is not None and built.get("transform") == newest and built.get("test") == newest:
@@ -211,14 +300,14 @@ def _gold(settings: Settings, database: Database, conn: psycopg.Connection, hist
         return
 
     history.begin("transform")
-    transformed = gold.transform(settings, database.url)
+    transformed = gold.transform(settings, database.url, on_node=observer.dbt_node)
     conn.execute(SAVE_GOLD_STATE, ("transform", newest, None))
     history.record(StepRecord("transform", "success", history.elapsed(), {
         node.name: node.rows_affected for result in transformed for node in result.nodes}))
     on_step("transform", transformed)
 
     history.begin("test")
-    tested = run_tests(settings, database, conn, changed=True)
+    tested = run_tests(settings, database, conn, changed=True, on_node=observer.dbt_node)
     failures = gold.failure_lines(tested)
     history.record(StepRecord("test", "failed" if failures else "success", history.elapsed(),
                               {"failed": failures}))

@@ -10,7 +10,6 @@ from pathlib import Path
 import psycopg
 
 from retailctl.bronze_files import REJECTED, fsync_dir, parse_file_name
-from retailctl.errors import ConfigError
 
 AGE = re.compile(r"^(\d+)([hdw])$")
 UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -18,10 +17,10 @@ LOADED = "select path from meta.loaded_files"
 
 
 def parse_age(text: str) -> timedelta:
-    """`30d`, `12h`, `4w`."""
+    """`30d`, `12h`, `4w`; ValueError otherwise."""
     match = AGE.match(text.strip())
     if not match or int(match.group(1)) == 0:
-        raise ConfigError(f"--older-than={text!r} is invalid: expected a number and h, d or w, like 30d")
+        raise ValueError(f"{text!r} is not an age: expected a number and h, d or w, like 30d")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 

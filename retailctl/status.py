@@ -30,7 +30,8 @@ from meta.extract_log
 """
 
 
-def _count(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+def count_rows(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+    """Rows in a table; None when it does not exist (Gold before its first build)."""
     exists = conn.execute("select to_regclass(%s)", (f"{schema}.{table}",)).fetchone()
     if not exists or exists[0] is None:
         return None
@@ -71,12 +72,12 @@ def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[s
         "initialised": True,
         "cursor": {"next_sales_id": cursor.next_sales_id, "last_run_ts": cursor.last_run_ts,
                    "note": cursor.note},
-        "lock_holder": lock_holder(conn),
+        "lock_holder": lock_holder(conn),  # a LockHolder (JSON: its fields) or None
         "runs": [dict(zip(columns, row, strict=True))
                  for row in conn.execute(RECENT_RUNS, (runs,)).fetchall()],
         "bronze_files": bronze_files(bronze_dir),
-        "silver_rows": {table.name: _count(conn, "silver", table.name) for table in TABLES},
-        "gold_rows": {table: _count(conn, "gold", table) for table in GOLD_TABLES},
+        "silver_rows": {table.name: count_rows(conn, "silver", table.name) for table in TABLES},
+        "gold_rows": {table: count_rows(conn, "gold", table) for table in GOLD_TABLES},
         "silver_loaded_at": {table.name: _freshness(conn, table.name) for table in TABLES},
         "rejected_records": {"total": rejected, "last_24h": rejected_24h},
         "quarantined_lines": conn.execute(QUARANTINED_LINES).fetchone()[0],  # type: ignore[index]

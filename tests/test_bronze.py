@@ -254,7 +254,7 @@ def test_retries_exhausted_is_exit_69_and_the_cursor_stays_at_the_last_durable_c
         result = run_cli(["extract", "--entity", "sales"], env=env)
     assert result.returncode == 69
     assert result.stderr.splitlines() == [
-        "error: GET /sales failed after 3 attempts (last: HTTP 503)"]
+        f"error: GET {api.url}/sales failed after 3 attempts (last: HTTP 503)"]
     assert cursor_of(db_url) == 1_001
 
 

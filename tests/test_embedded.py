@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from retailctl.store.embedded import EmbeddedPostgres
 from tests.helpers import APPLIED_ALL, VERSIONS, postgres_processes_for, retailctl_executable, run_cli
@@ -49,6 +51,36 @@ def wait_gone(pgdata: str, seconds: float = 10) -> list[int]:
 def migrate_cmd(data_dir: Path) -> subprocess.CompletedProcess[str]:
     return run_cli(["--data-dir", str(data_dir), "db", "migrate"],
                    env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")})
+
+
+@pytest.fixture
+def cluster_of_postgres_17(data_dir: Path) -> Iterator[Path]:
+    """A real embedded cluster whose PG_VERSION then says 17, as if the previous major made it."""
+    server = EmbeddedPostgres(data_dir)
+    server.start()
+    server.stop()
+    version_file = server.layout.pgdata / "PG_VERSION"
+    assert version_file.read_text() == "18\n"
+    version_file.write_text("17\n")
+    yield server.layout.pgdata
+    version_file.write_text("18\n")
+    server.destroy()
+
+
+def test_a_cluster_of_another_major_is_refused_exit_78(cluster_of_postgres_17: Path, data_dir: Path) -> None:
+    result = run_cli(["status"], env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+                                      "RETAIL_DATA_DIR": str(data_dir)})
+    assert result.returncode == 78
+    assert result.stderr.splitlines() == [
+        f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in {cluster_of_postgres_17} "
+        f"for the data dir {data_dir}",
+        f"error: the embedded database in {cluster_of_postgres_17} was created by PostgreSQL 17, but "
+        "this retailctl ships PostgreSQL 18, which cannot read it: use a retailctl release that ships "
+        "PostgreSQL 17 to run on it or to dump it (pg_dump), or move the directory aside to start an "
+        "empty database"]
+    assert result.stdout == ""
+    assert postgres_processes_for(str(cluster_of_postgres_17)) == [], "no server was started"
+    assert (cluster_of_postgres_17 / "PG_VERSION").read_text() == "17\n"
 
 
 def test_server_is_stopped_when_the_command_ends(data_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import time
@@ -138,7 +139,9 @@ def test_two_runs_at_once_one_exits_75(start_mock, cli_env: dict[str, str]) -> N
     first.communicate(timeout=120)
     assert first.returncode == 0
     assert second.returncode == 75
-    assert second.stderr.startswith("error: another retailctl run holds the lock: retailctl run-all run=")
+    assert re.fullmatch(r"error: another retailctl run holds the lock: run-all run [0-9a-f-]{36} "
+                        rf"\(pid {first.pid}, since [0-9-]+ [0-9:]+ UTC\); try again later\n",
+                        second.stderr), second.stderr
     assert waited < 5  # start-up included; the lock itself is tried once, not waited for
 
 

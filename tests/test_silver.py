@@ -239,7 +239,7 @@ def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(tmp_path: Path, 
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     victim = subprocess.Popen([*RETAILCTL, "load"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    wait_for_copy(db_url, f"retailctl load pid={victim.pid}")  # mid-COPY of the big file
+    wait_for_copy(db_url, f"retailctl pid={victim.pid} load")  # mid-COPY of the big file
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with psycopg.connect(db_url) as conn:

@@ -2,21 +2,33 @@
 
 Each task is one retailctl step, run as a command, so the DAG runs unchanged on the Local,
 Celery or Kubernetes executors: a worker needs retailctl installed and the RETAIL_* settings
-in its environment (or a .env file in its working directory). The steps share their state in
-Postgres (meta schema) and take the pipeline lock, so an overlapping run fails fast with 75
-and is retried. Set RETAILCTL_BIN to the retailctl of the install to use.
+in its environment (or RETAIL_ENV_FILE naming a file that holds them). The steps share their
+state in Postgres (meta schema) and take the pipeline lock, so an overlapping run fails fast
+with 75 and is retried. Set RETAILCTL_BIN to the retailctl of the install to use.
+
+A step fails at once, without retries, on the exit codes that a retry cannot fix: 2 (usage),
+3 (dbt data tests failed), 77 (credentials rejected), 78 (bad setting). Every other failure
+(69 unreachable, 75 lock held, 1, 143) is retried with backoff.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
 from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
 
-from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.sdk import DAG, BaseOperator
 
-RETAILCTL = shlex.quote(os.environ.get("RETAILCTL_BIN", "retailctl"))
+try:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+except ImportError:  # earlier Airflow 3 releases have them in airflow.exceptions only
+    from airflow.exceptions import AirflowException, AirflowFailException
+
+RETAILCTL = os.environ.get("RETAILCTL_BIN", "retailctl")
+NOT_RETRIED = {2: "usage error", 3: "dbt data tests failed", 77: "credentials rejected",
+               78: "a setting is invalid or missing"}
 
 default_args = {
     "owner": "data-engineering",
@@ -26,9 +38,35 @@ default_args = {
 }
 
 
-def step(task_id: str, arguments: str) -> BashOperator:
-    return BashOperator(task_id=task_id, bash_command=f"{RETAILCTL} --trigger airflow {arguments}",
-                        append_env=True)
+class RetailctlStep(BaseOperator):
+    """`retailctl --trigger airflow <arguments>`; its output goes to the task log."""
+
+    template_fields = ("arguments",)
+
+    def __init__(self, *, arguments: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arguments = arguments
+
+    @cached_property
+    def hook(self) -> SubprocessHook:
+        return SubprocessHook()
+
+    def execute(self, context: Any) -> None:
+        result = self.hook.run_command([RETAILCTL, "--trigger", "airflow", *self.arguments],
+                                       env=dict(os.environ))
+        code = result.exit_code
+        if code in NOT_RETRIED:
+            raise AirflowFailException(f"retailctl exited {code} ({NOT_RETRIED[code]}): a retry "
+                                       f"cannot fix this; last line: {result.output}")
+        if code != 0:
+            raise AirflowException(f"retailctl exited {code}: last line: {result.output}")
+
+    def on_kill(self) -> None:
+        self.hook.send_sigterm()  # retailctl rolls back and exits 143
+
+
+def step(task_id: str, *arguments: str) -> RetailctlStep:
+    return RetailctlStep(task_id=task_id, arguments=list(arguments))
 
 
 with DAG(
@@ -44,8 +82,8 @@ with DAG(
     bronze = step("bronze", "extract")
     silver = step("silver", "load")
     dbt_deps = step("dbt_deps", "deps")
-    dbt_run_core = step("dbt_run_core", "transform --select core")
-    dbt_run_mart = step("dbt_run_mart", "transform --select mart")
-    dbt_test = step("dbt_test", "test --changed")
+    dbt_run_core = step("dbt_run_core", "transform", "--select", "core")
+    dbt_run_mart = step("dbt_run_mart", "transform", "--select", "mart")
+    dbt_test = step("dbt_test", "test", "--changed")
 
     bronze >> silver >> dbt_deps >> dbt_run_core >> dbt_run_mart >> dbt_test

@@ -33,7 +33,7 @@ def extract(settings: Settings, database: Database, *, entities: Sequence[str] =
     """
     settings.require_source()
     assert settings.api_url is not None and settings.api_key is not None
-    progress = progress or (lambda entity, count, pages: None)
+    progress = progress or (lambda entity, count, pages, total: None)
     warn = warn or (lambda message: None)
     remove_stale_temp_files(settings.bronze_dir)  # left by a killed extract: never part of bronze
     results = []

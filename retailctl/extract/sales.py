@@ -26,7 +26,9 @@ from retailctl.store import state
 
 PAGES_PER_CHUNK = 8
 
-Progress = Callable[[str, int, int], None]  # entity, records so far, pages so far
+# entity, records read so far (rejected included), pages so far, and the expected total
+# where the API's total_items allows an estimate
+Progress = Callable[[str, int, int, int | None], None]
 Warn = Callable[[str], None]
 
 
@@ -35,6 +37,7 @@ class _Page:
     sales: list[Any]  # at or after the start, and those without a valid id (to be rejected)
     next_start: int
     out_of_order: int  # sales with an id below an earlier one of the page
+    total_items: int | None  # all sales the source says it has, for the progress estimate
 
 
 def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *, limit: int,
@@ -72,7 +75,9 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
             result.pages += 1
             result.out_of_order += page.out_of_order
             result.cursor_to = page.next_start
-            progress("sales", result.records, result.pages)
+            read = result.records + result.rejected
+            progress("sales", read, result.pages,
+                     expected_sales(page.total_items, start, read, max_sales))
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result, moves_cursor)
@@ -91,6 +96,15 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
         log_result(conn, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def expected_sales(total_items: int | None, start: int, read: int, max_sales: int) -> int | None:
+    """How many sales this run will read, estimated from `total_items` (all sales the source
+    has) as if ids ran densely from 1: a guess for progress, never for the cursor."""
+    if total_items is None:
+        return None
+    expected = max(total_items - (start - 1), read)
+    return min(expected, max_sales) if max_sales else expected
 
 
 def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
@@ -116,11 +130,11 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
             note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
                  "does not advance, stopping there")
             if fresh:
-                yield _Page(fresh, start, 0)  # sales without a valid id: rejected, with the reason
+                yield _Page(fresh, start, 0, page.total_items)  # sales without a valid id: rejected
             return
         taken += len(fresh)
         start = max(ids) + 1
-        yield _Page(fresh, start, _out_of_order(ids))
+        yield _Page(fresh, start, _out_of_order(ids), page.total_items)
         if len(page.items) < source.effective_limit(limit):  # the limit the page was read with
             return
 

@@ -26,7 +26,7 @@ from retailctl.extract.result import EntityResult, log_result
 from retailctl.extract.source import SourceClient
 from retailctl.store import state
 
-Progress = Callable[[str, int, int], None]  # entity, records so far, pages so far
+Progress = Callable[[str, int, int, int | None], None]  # entity, records, pages, total
 Warn = Callable[[str], None]
 
 
@@ -102,7 +102,7 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                 batch.file(entity.name).write(
                     {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp})
                 result.records += 1
-            progress(entity.name, result.records, result.pages)
+            progress(entity.name, result.records, result.pages, page.total_items)
             offset += len(page.items)
             if len(page.items) < source.effective_limit(limit) or (
                     page.total_items is not None and offset >= page.total_items):

@@ -63,6 +63,7 @@ class SourceClient:
         self.warn = warn
         self.retries = 0  # retried requests, for the run summary
         self._limit_cap: int | None = None
+        self.base_url = shown_url(client.base_url)
 
     def page(self, path: str, params: Mapping[str, int]) -> Page:
         """One page; a `limit` above what the API accepted before is lowered to that.
@@ -78,7 +79,7 @@ class SourceClient:
                 params["limit"] = self.effective_limit(params["limit"])
             delay = _backoff(attempt)
             try:
-                status, headers, body = self._get(path, params)
+                url, status, headers, body = self._get(path, params)
             except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
                 last_problem, bad_body = _describe(exc), False
             except BadBody as exc:
@@ -101,22 +102,24 @@ class SourceClient:
                     last_problem, bad_body = f"HTTP {status}", False
                     after = _retry_after(headers.get("retry-after")) if status == 429 else None
                     delay = delay if after is None else after
-                else:
-                    raise SourceUnavailable(f"GET {path} answered HTTP {status}: {_excerpt(body)}")
+                else:  # retrying cannot fix it: a failed step, not an outage
+                    raise ContractViolation(f"GET {url} answered HTTP {status}: {_excerpt(body)}")
             if attempt < self.attempts:
                 self.retries += 1
                 self.sleep(delay)
         if bad_body:
             raise ContractViolation(f"{last_problem} (tried {self.attempts} times)")
-        raise SourceUnavailable(
-            f"GET {path} failed after {self.attempts} attempts (last: {last_problem})")
+        raise SourceUnavailable(f"GET {self.base_url}{path} failed after {self.attempts} attempts "
+                                f"(last: {last_problem})")
 
     def effective_limit(self, wanted: int) -> int:
         """The page size to ask for: `wanted`, or less once the API refused it."""
         return min(wanted, self._limit_cap) if self._limit_cap else wanted
 
-    def _get(self, path: str, params: Mapping[str, int]) -> tuple[int, httpx.Headers, bytearray]:
-        """One GET: status, headers and the decoded body, read up to the size limit."""
+    def _get(self, path: str, params: Mapping[str, int]
+             ) -> tuple[httpx.URL, int, httpx.Headers, bytearray]:
+        """One GET: its URL (no credentials), status, headers and the decoded body, read up to
+        the size limit."""
         with self.client.stream("GET", path, params=params) as response:
             try:
                 body = read_body(response, self.max_response_bytes)
@@ -126,7 +129,14 @@ class SourceClient:
                               "(RETAIL_MAX_RESPONSE_MB)") from None
             except UnreadableBody as exc:
                 raise BadBody(f"GET {path} answered {exc}") from None
-            return response.status_code, response.headers, body
+            url = response.request.url.copy_with(username=None, password=None)
+            return url, response.status_code, response.headers, body
+
+
+def shown_url(url: httpx.URL) -> str:
+    """The API's base URL as errors show it: without credentials (the key is a header anyway)."""
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}{url.path}".rstrip("/")
 
 
 def parse_page(path: str, body: bytes | bytearray) -> Page:

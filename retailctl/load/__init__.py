@@ -10,6 +10,7 @@ tables are data (`tables`), their SQL composed from it.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from retailctl.store.db import Database
 
 __all__ = ["LoadResult", "Progress", "TableResult", "load"]
 
-Progress = Callable[[str, int, int], None]  # table, rows so far, files so far
+Progress = Callable[[str, int, int, int], None]  # table, rows so far, files so far, files in all
 
 
 def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
@@ -34,11 +35,13 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
     result = LoadResult()
     with database.connect(autocommit=True, purpose="load") as conn:
         found, result.errors = find_files(bronze_dir)
+        result.found = len(found)
         pending, changed = pending_files(conn, found)
         result.errors += changed
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result
+        to_load = Counter(file.table.name for file in pending)
         for file, items in read_ahead(pending):
             table_result = result.tables[file.table.name]
             try:
@@ -46,7 +49,8 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:
-                progress(table_result.table, table_result.rows, table_result.files)
+                progress(table_result.table, table_result.rows, table_result.files,
+                         to_load[table_result.table])
         for table in TABLES:  # fresh statistics: Gold's incremental plans depend on them
             changed = result.tables[table.name]
             if changed.inserted or changed.updated:

@@ -31,6 +31,7 @@ class LoadResult:
     tables: dict[str, TableResult] = field(
         default_factory=lambda: {t.name: TableResult(t.name) for t in TABLES})
     pending: list[str] = field(default_factory=list)  # with --dry-run: what would load
+    found: int = 0  # bronze files found, loaded before or not: 0 means nothing was extracted
     errors: list[str] = field(default_factory=list)  # one line per file not loaded
     seconds: float = 0.0
 

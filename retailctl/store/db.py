@@ -14,6 +14,7 @@ from retailctl.bronze_files import ensure_private_dir
 from retailctl.config import Settings, redact_url
 from retailctl.errors import ConfigError, CredentialsRejected, DatabaseUnavailable, PrivilegeMissing
 from retailctl.store.embedded import EmbeddedPostgres
+from retailctl.store.lock import application_name
 from retailctl.store.migrations import migrate
 
 CONNECT_TIMEOUT_S = 5
@@ -28,12 +29,12 @@ _BAD_SETTING = ("invalid sslmode value", "invalid port number", "invalid integer
 
 def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
     """Connect with a few retries; map failures to the exit codes of DESIGN.md."""
-    application_name = f"retailctl {purpose} pid={os.getpid()}".strip()
+    name = application_name(os.getpid(), purpose)
     delay = 0.5
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
             return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
-                                   application_name=application_name)
+                                   application_name=name)
         except psycopg.OperationalError as exc:
             message = _one_line(str(exc))
             if any(marker in message for marker in _AUTH_FAILURES):

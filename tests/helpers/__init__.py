@@ -28,10 +28,9 @@ from retailctl.extract import extract as extract_entities
 from retailctl.load import LoadResult
 from retailctl.load import load as load_files
 from retailctl.store.db import open_database
-from retailctl.store.migrations import migration_files
 
 API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = [version for version, _ in migration_files()]
+VERSIONS = ["001_meta", "002_silver"]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
 

@@ -1,7 +1,6 @@
 {# post_hook: fresh (sampled, so cheap at any size) statistics keep the next run's plans on indexes. #}
 {{
     config(
-        materialized='incremental',
         unique_key='sales_item_id',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
@@ -91,7 +90,7 @@ final as (
         products.unit_amount,
         case
             when products.unit_amount * with_header.quantity > 0
-                then 1 - with_header.amount / (products.unit_amount * with_header.quantity)
+                then round(1 - with_header.amount / (products.unit_amount * with_header.quantity), 4)
         end as discount_perc,
         greatest(with_header._loaded_at, with_header.header_loaded_at, products._loaded_at)
             as _source_loaded_at,

@@ -45,7 +45,7 @@ final as (
             count(*) as n_items,
             sum(items.item_quantity) as total_units,
             sum(items.item_amount) as total_revenue,
-            avg(items.discount_perc) as avg_discount,
+            round(avg(items.discount_perc), 4) as avg_discount,
             max(items._updated_at) as _updated_at
         from items
         where items.customer_id = touched.customer_id and items.day = touched.day
@@ -64,7 +64,7 @@ final as (
         count(*) as n_items,
         sum(item_quantity) as total_units,
         sum(item_amount) as total_revenue,
-        avg(discount_perc) as avg_discount,
+        round(avg(discount_perc), 4) as avg_discount,
         max(_updated_at) as _updated_at
     from items
     group by customer_id, day

@@ -1,0 +1,26 @@
+{#
+    dbt's hook for a generic test's `where`, overridden so the `checked_since` filter is written
+    once: a test of an incremental model (the fact, the mart) checks only the rows written since
+    var('checked_since'). `retailctl test --changed` (and run-all) pass the start of the last
+    passing test run, so an hourly test costs in proportion to the new data; a plain
+    `retailctl test` passes no var and every row is checked. Tables rebuilt every run (the
+    dimensions) are always checked whole. A test's own `where` config still applies on top.
+#}
+{% macro get_where_subquery(relation) -%}
+    {%- set conditions = [] -%}
+    {%- set since = var('checked_since', none) -%}
+    {%- if execute and since is not none and model.attached_node -%}
+        {%- set tested = graph.nodes.get(model.attached_node, {}) -%}
+        {%- if tested.get('config', {}).get('materialized') == 'incremental' -%}
+            {%- do conditions.append("_updated_at >= '" ~ since ~ "'::timestamptz") -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if config.get('where') -%}
+        {%- do conditions.append("(" ~ config.get('where') ~ ")") -%}
+    {%- endif -%}
+    {%- if conditions -%}
+        {%- do return("(select * from " ~ relation ~ " where " ~ conditions | join(" and ") ~ ") dbt_subquery") -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
