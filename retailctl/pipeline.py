@@ -43,12 +43,14 @@ RECORD_STEPS = "update meta.pipeline_runs set steps = %s::jsonb where run_id = %
 FINISH_RUN = """
 update meta.pipeline_runs set status = %s, finished_at = now(), error = %s where run_id = %s
 """
+# The change log counts: a load whose only change is a removed line writes no other row.
 SILVER_LOADED_AT = """
 select greatest(
     (select max(_loaded_at) from silver.customers),
     (select max(_loaded_at) from silver.products),
     (select max(_loaded_at) from silver.sales_customer),
-    (select max(_loaded_at) from silver.sales_product))
+    (select max(_loaded_at) from silver.sales_product),
+    (select max(_loaded_at) from silver.sales_changes))
 """
 GOLD_STATE = "select step, silver_loaded_at from meta.gold_state"
 LAST_PASSING_TEST = "select started_at from meta.gold_state where step = 'test'"

@@ -23,7 +23,7 @@ SILVER_AND_META_TABLES = {
     ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
     ("meta", "gold_state"),
     ("silver", "customers"), ("silver", "products"),
-    ("silver", "sales_customer"), ("silver", "sales_product"),
+    ("silver", "sales_customer"), ("silver", "sales_product"), ("silver", "sales_changes"),
 }
 
 
@@ -42,6 +42,7 @@ INDEXES = {
         "sales_customer_customer_id": "(customer_id)", "sales_customer_loaded_at": "(_loaded_at)",
         "sales_customer_pkey": "(id)", "sales_product_loaded_at": "(_loaded_at)",
         "sales_product_pkey": "(sale_id, line_no)", "sales_product_product_sku": "(product_sku)",
+        "sales_changes_loaded_at": "(_loaded_at)", "sales_changes_sale_id": "(sale_id)",
     },
 }
 OLD_SCHEMA_MIGRATIONS = """
@@ -64,7 +65,8 @@ def recorded(db_url: str) -> list[tuple[str, str | None]]:
 
 def test_migration_files_are_the_squashed_schema() -> None:
     assert [version for version, _ in migration_files()] == VERSIONS
-    assert [path.name for _, path in migration_files()] == ["001_meta.sql", "002_silver.sql"]
+    assert [path.name for _, path in migration_files()] == \
+        ["001_meta.sql", "002_silver.sql", "003_changes.sql"]
 
 
 def test_migrate_twice_changes_nothing(db_url: str) -> None:
@@ -139,7 +141,8 @@ def test_indexes_and_loaded_at_defaults_are_exactly_these(db_url: str) -> None:
         indexes[schema][name] = definition[definition.rindex(" ("):].strip()
     assert indexes == INDEXES
     assert defaults == {"customers": None, "products": None,
-                        "sales_customer": "now()", "sales_product": "now()"}
+                        "sales_customer": "now()", "sales_product": "now()",
+                        "sales_changes": "now()"}
 
 
 def test_bootstrap_table_is_the_one_in_001_meta(db_url: str) -> None:

@@ -17,7 +17,9 @@ from retailctl.extract import records
 from tests.helpers import run_cli
 
 FOUR_PLACES = Decimal("0.0001")
-UNIT_TESTS = ("mart_recomputes_each_touched_customer_day_in_full", "sales_item_discount_perc_and_day")
+UNIT_TESTS = ("mart_recomputes_each_touched_customer_day_in_full",
+              "mart_recomputes_or_removes_each_customer_day_a_sale_left",
+              "sales_item_discount_perc_and_day", "sales_item_rewrites_each_touched_sale_whole")
 TABLE_DESCRIPTIONS = """
     select c.relname, obj_description(c.oid, 'pg_class')
     from pg_class as c join pg_namespace as n on n.oid = c.relnamespace

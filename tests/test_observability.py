@@ -331,8 +331,8 @@ def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str,
     result = run_cli(["doctor"], env=env)
     assert result.returncode == 0  # pending migrations are a warning: the next command applies them
     line = next(line for line in result.stdout.splitlines() if "migrations:" in line)
-    assert line == "warn migrations: 2 of 2 pending (001_meta, 002_silver): the next command " \
-        "applies them (or `retailctl db migrate`)"
+    assert line == "warn migrations: 3 of 3 pending (001_meta, 002_silver, 003_changes): the next " \
+        "command applies them (or `retailctl db migrate`)"
     assert scalar(db_url, "select to_regclass('meta.schema_migrations')") is None  # read-only
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     with psycopg.connect(db_url) as conn:  # a newer retailctl migrated this database

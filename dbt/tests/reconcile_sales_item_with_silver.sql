@@ -1,6 +1,7 @@
 -- Gold holds every silver sale line exactly once, to the cent: fails with one row if the line
 -- count or the sum of amounts differ (lines still waiting for their sale header excepted).
--- With checked_since, only the sales whose lines were loaded or written since are compared.
+-- With checked_since, only the sales whose lines were loaded or written since, or that the
+-- change log names since (a removed line leaves no silver row behind), are compared.
 {% set since = var('checked_since', '-infinity') %}
 
 with
@@ -11,6 +12,10 @@ touched as (
 
     select sale_id
     from {{ source('silver', 'sales_product') }}
+    where _loaded_at >= '{{ since }}'::timestamptz
+    union
+    select sale_id
+    from {{ source('silver', 'sales_changes') }}
     where _loaded_at >= '{{ since }}'::timestamptz
     union
     select sale_id
