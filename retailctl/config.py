@@ -150,6 +150,8 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
                 "Attempts per API request before giving up with exit 69."),
     SettingSpec("max_sales_per_run", "RETAIL_MAX_SALES_PER_RUN", 0, _non_negative_int,
                 "Stop extracting sales after this many in one run (0 = no cap)."),
+    SettingSpec("sales_lookback", "RETAIL_SALES_LOOKBACK", 5000, _non_negative_int,
+                "Sale ids before the cursor read again each run, for corrections (0 = none)."),
     SettingSpec("max_response_mb", "RETAIL_MAX_RESPONSE_MB", 64, _positive_int(4096),
                 "Largest API response body accepted, decoded, in MB (larger: retried, then failed)."),
     SettingSpec("max_snapshot_records", "RETAIL_MAX_SNAPSHOT_RECORDS", 5_000_000,
@@ -187,6 +189,7 @@ class Settings:
     http_retries: int
     max_sales_per_run: int
     max_response_mb: int
+    sales_lookback: int
     max_snapshot_records: int
     trigger: str
     log_format: str = "text"

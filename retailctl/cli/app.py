@@ -319,11 +319,20 @@ def extract_command(
         help="Only this entity (repeatable): customers, products, sales.",
         show_default=False)] = None,
     from_id: Annotated[int | None, typer.Option(
-        min=1, help="Backfill: read sales from this id instead of the cursor.",
+        min=1, help="Backfill: read sales from this id instead of the cursor (corrections older "
+                    "than RETAIL_SALES_LOOKBACK).",
         show_default=False)] = None,
+    to_id: Annotated[int | None, typer.Option(
+        min=1, help="With --from-id: stop after this sale id.", show_default=False)] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pull the API into Bronze NDJSON files: snapshots of customers and products, new sales."""
+    """Pull the API into Bronze NDJSON files: snapshots of customers and products, new sales
+    (and the last RETAIL_SALES_LOOKBACK sales again, for corrections)."""
+    if to_id is not None and from_id is None:
+        raise typer.BadParameter("--to-id needs --from-id", param_hint="--to-id")
+    if to_id is not None and from_id is not None and to_id < from_id:
+        raise typer.BadParameter(f"--to-id {to_id} is below --from-id {from_id}",
+                                 param_hint="--to-id")
     entities = entity or list(ENTITIES)
     unknown = sorted(set(entities) - set(ENTITIES))
     if unknown:
@@ -337,7 +346,7 @@ def extract_command(
                 database_of(settings) as database, \
                 pipeline.single_step(settings, database, "extract", observer_of(ctx, view)), view:
             results = extract(settings, database, entities=entities, from_id=from_id,
-                              progress=view.extract_progress, warn=view.warn)
+                              to_id=to_id, progress=view.extract_progress, warn=view.warn)
         if as_json and not any(r.error for r in results):
             console.print_json({"demo": settings.serving_demo_data,
                                 "entities": [r.to_dict() for r in results]})

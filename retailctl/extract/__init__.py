@@ -25,7 +25,7 @@ __all__ = ["ENTITIES", "EntityResult", "Progress", "Warn", "extract", "raise_for
 
 
 def extract(settings: Settings, database: Database, *, entities: Sequence[str] = ENTITIES,
-            from_id: int | None = None, progress: Progress | None = None,
+            from_id: int | None = None, to_id: int | None = None, progress: Progress | None = None,
             warn: Warn | None = None) -> list[EntityResult]:
     """Extract the given entities in order (customers, products, sales) from the configured API.
 
@@ -50,6 +50,7 @@ def extract(settings: Settings, database: Database, *, entities: Sequence[str] =
         if "sales" in entities:
             results.append(read_sales(source, conn, settings.bronze_dir, limit=settings.page_size,
                                       max_sales=settings.max_sales_per_run, from_id=from_id,
+                                      to_id=to_id, lookback=settings.sales_lookback,
                                       progress=progress, warn=warn))
     return results
 

@@ -1,7 +1,9 @@
 """Customers and products: a full snapshot each run, paged by offset.
 
-A snapshot whose content equals the last one written (an order-independent hash of its valid
-records) writes no file. The original API ignores `offset`: a page that repeats records
+A snapshot read to its normal end (an empty or short page, or offset >= total_items) with
+nothing rejected is complete (meta.snapshot_files): load marks the keys it lacks deleted. One
+that stopped on a repeated page is not. A snapshot whose content equals the last one written
+(an order-independent hash of its valid records) writes no file. The original API ignores `offset`: a page that repeats records
 already read ends the snapshot with a warning instead of looping. A source that pages on and on
 with new keys is stopped at a cap (twice its own total_items plus a page, and
 RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot writes nothing.
@@ -65,10 +67,12 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
     content = 0  # an order-independent hash: the sum of the records' hashes
     offset = 0
     cap = max_records
+    complete = False  # paging ended normally: every key of the entity is in the file
     try:
         while True:
             page = source.page(f"/{entity.name}", {"limit": limit, "offset": offset})
             if not page.items:
+                complete = True
                 break
             if offset == 0 and page.total_items is not None:
                 cap = min(max_records, 2 * page.total_items + limit)
@@ -106,6 +110,7 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
             offset += len(page.items)
             if len(page.items) < source.effective_limit(limit) or (
                     page.total_items is not None and offset >= page.total_items):
+                complete = True
                 break
         content_hash = f"{result.records}:{content % 2**256:064x}"
         if result.records and content_hash == state.snapshot_hash(conn, entity.name):
@@ -116,6 +121,10 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
             if result.files:
                 state.put_snapshot_hash(conn, entity.name, content_hash, result.records,
                                         result.files[0])
+                # a rejected record is absent from the file, yet not gone from the source
+                relative = str(Path(result.files[0]).relative_to(bronze_dir))  # as load keys it
+                state.put_snapshot_file(conn, relative, entity.name,
+                                        complete and not result.rejected, result.records)
             log_result(conn, result)
     except ContractViolation as exc:
         batch.abort()

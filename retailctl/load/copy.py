@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from retailctl.errors import BronzeFileError
+from retailctl.load import changes
 from retailctl.load.files import BronzeFile, record_loaded
 from retailctl.load.lines import End, Item, Rows, read_checked, read_file
 from retailctl.load.quarantine import Quarantine
@@ -33,6 +34,7 @@ class Counts:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    deleted: int = 0  # sale lines removed, or snapshot keys marked deleted
 
 
 class _Unclean(Exception):
@@ -67,6 +69,9 @@ def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
                 counts = _load_fast(conn, file, first, items)
             except _Unclean:
                 counts = _load_checked(conn, file, quarantine)
+            if not counts.quarantined and file.table.snapshot \
+                    and changes.snapshot_complete(conn, file.relative):
+                counts.deleted = changes.mark_absent_deleted(conn, file.table)
             record_loaded(conn, file, counts.sha256, counts.lines - counts.quarantined,
                           counts.quarantined)
             quarantine.commit()  # durable before the load of the other lines commits
@@ -81,6 +86,7 @@ def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
     result.unchanged += (counts.lines - counts.quarantined - counts.duplicates - counts.inserted
                          - counts.updated)
     result.duplicates += counts.duplicates
+    result.deleted += counts.deleted
     if counts.quarantined:
         result.problems.append(
             f"{file.relative}: {counts.quarantined} line(s) quarantined to {quarantine.path.name} "
@@ -98,7 +104,7 @@ def _load_fast(conn: psycopg.Connection, file: BronzeFile, first: Item,
             if counts is None:  # a key exists: the read-ahead has moved on, read the file again
                 items = read_file(file)
         if counts is None:
-            counts = _upsert(conn, file, items)
+            counts = _upsert(conn, file, items, whole_sales=True)
         return counts
 
 
@@ -138,20 +144,29 @@ def _append(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item]) -
     return Counts(end.sha256, end.lines, inserted=end.lines)
 
 
-def _upsert(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item]) -> Counts:
+def _upsert(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item], *,
+            whole_sales: bool = False) -> Counts:
     """COPY into a staging table, update what differs (never with an older _ingestion_ts),
-    insert the new keys; within the file the last line of a key wins."""
+    insert the new keys; within the file the last line of a key wins.
+
+    A header that moves logs its old customer-day first. With `whole_sales` (every line of the
+    file staged: nothing quarantined), the lines of its sales it does not hold are removed.
+    """
     table = file.table
     conn.execute(table.create_stage_sql)
     end = _copy(conn, table.copy_sql, file, items)
     try:
         duplicates = conn.execute(table.count_duplicates_sql).fetchone()[0]  # type: ignore[index]
         conn.execute(PLAN_FOR_SMALL_STAGE)
+        if table.name == "sales_customer":
+            changes.log_moved_headers(conn, table.source(duplicates > 0))
+        deleted = changes.remove_absent_lines(conn, table) \
+            if whole_sales and table.name == "sales_product" else 0
         updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
         inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
     except _DATA_ERRORS as exc:
         raise _Unclean(exc.diag.message_primary or str(exc)) from None
-    return Counts(end.sha256, end.lines, inserted, updated, duplicates)
+    return Counts(end.sha256, end.lines, inserted, updated, duplicates, deleted=deleted)
 
 
 def _copy(conn: psycopg.Connection, statement: sql.Composable, file: BronzeFile,

@@ -21,12 +21,13 @@ STAGE_EXTRA = (("_ingestion_ts", "timestamptz not null"), ("_batch_id", "uuid no
 # Update the rows that really differ (never with an older _ingestion_ts), then insert the new
 # keys. Two plain statements beat one INSERT … ON CONFLICT by ~40% on this machine (no
 # speculative insertion); they are safe because one load at a time holds the pipeline lock.
+# A snapshot table's row that was marked deleted comes back: the update fires for it too.
 UPDATE_CHANGED = """
 update {target} as t
-set {assignments}, _ingestion_ts = s._ingestion_ts, _batch_id = s._batch_id, _loaded_at = now()
+set {assignments}, _ingestion_ts = s._ingestion_ts, _batch_id = s._batch_id, _loaded_at = now(){undelete}
 from {source} as s
 where {key_match}
-  and ({current}) is distinct from ({incoming})
+  and (({current}) is distinct from ({incoming}){deleted})
   and s._ingestion_ts >= t._ingestion_ts
 """
 INSERT_NEW = """
@@ -50,6 +51,7 @@ class SilverTable:
     columns: tuple[tuple[str, str], ...]  # (name, type), key columns first
     nullable: frozenset[str] = frozenset()
     append_key: str | None = None  # an ever-growing id: files of new ids may COPY straight in
+    snapshot: bool = False  # a full snapshot per file: rows carry _deleted_at (delisted keys)
 
     def __post_init__(self) -> None:
         assert tuple(name for name, _ in self.columns[:len(self.key)]) == self.key
@@ -119,6 +121,8 @@ class SilverTable:
                 sql.SQL("{0} = s.{0}").format(sql.Identifier(name)) for name in non_key),
             current=sql.SQL(", ").join(sql.Identifier("t", name) for name in non_key),
             incoming=sql.SQL(", ").join(sql.Identifier("s", name) for name in non_key),
+            undelete=sql.SQL(", _deleted_at = null" if self.snapshot else ""),
+            deleted=sql.SQL(" or t._deleted_at is not null" if self.snapshot else ""),
         )
 
     def _source(self, deduplicate: bool) -> sql.Composable:
@@ -129,6 +133,10 @@ class SilverTable:
         return sql.SQL("(select distinct on ({key}) * from {stage} order by {key}, _line desc)").format(
             key=key, stage=self.stage)
 
+    def source(self, deduplicate: bool) -> sql.Composable:
+        """What the stage's rows are upserted from (see _source)."""
+        return self._source(deduplicate)
+
     def update_sql(self, deduplicate: bool) -> sql.Composed:
         return self._statement(UPDATE_CHANGED, self._source(deduplicate))
 
@@ -138,10 +146,12 @@ class SilverTable:
 
 TABLES: tuple[SilverTable, ...] = (
     SilverTable("customers", "customers", ("customer_id",),
-                (("customer_id", "text"), ("emails", "text[]"), ("phone_numbers", "text[]"))),
+                (("customer_id", "text"), ("emails", "text[]"), ("phone_numbers", "text[]")),
+                snapshot=True),
     SilverTable("products", "products", ("product_sku",),
                 (("product_sku", "text"), ("description", "text"), ("unit_amount", "numeric"),
-                 ("supplier", "text")), nullable=frozenset({"description", "supplier"})),
+                 ("supplier", "text")), nullable=frozenset({"description", "supplier"}),
+                snapshot=True),
     SilverTable("sales_customer", "sales_customer", ("id",),
                 (("id", "bigint"), ("datetime", "timestamptz"), ("total_amount", "numeric"),
                  ("customer_id", "text")), append_key="id"),

@@ -30,7 +30,8 @@ from retailctl.load import load as load_files
 from retailctl.store.db import open_database
 
 API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = ["001_meta", "002_silver", "003_changes"]  # the files of schema/
+VERSIONS = ["001_meta", "002_silver", "003_changes", "004_changes_meta",
+            "009_quarantined_lines"]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
 
