@@ -4,8 +4,8 @@ A snapshot read to its normal end (an empty or short page, or offset >= total_it
 nothing rejected is complete (meta.snapshot_files): load marks the keys it lacks deleted. One
 that stopped on a repeated page is not. A snapshot whose content equals the last one written
 (an order-independent hash of its valid records) writes no file. The original API ignores
-`offset`: a page that repeats records already read ends the snapshot with a warning instead of looping. A source that pages on and on
-with new keys is stopped at a cap (twice its own total_items plus a page, and
+`offset`: a page that repeats records already read ends the snapshot with a warning instead
+of looping. A source that pages on and on with new keys is stopped at a cap (twice its own total_items plus a page, and
 RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot writes nothing.
 """
 
