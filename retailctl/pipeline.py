@@ -268,11 +268,11 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
         e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
         for e in extracted}))
     on_step("extract", extracted)
-    partial: list[str] = []  # steps that failed in part: the run goes on, then fails
+    partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
     try:
         raise_for_failures(extracted)
     except RetailctlError as exc:
-        partial.append(f"extract: {exc}")
+        partial.append(("extract", str(exc)))
 
     history.begin("load")
     loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
@@ -283,10 +283,12 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
                                for t in loaded.tables.values()}))
     on_step("load", loaded)
     if failure:
-        partial.append(f"load: {failure}: {[*loaded.errors, *loaded.quarantined][0]}")
+        partial.append(("load", f"{failure}: {[*loaded.errors, *loaded.quarantined][0]}"))
     _gold(settings, database, conn, history, observer)
     if partial:
-        raise StepFailed("; ".join(partial))
+        error = StepFailed("; ".join(f"{step}: {problem}" for step, problem in partial))
+        mark_step(error, partial[0][0])
+        raise error
 
 
 def _gold(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from retailctl.doctor import Check
 
 
-
 def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
     """The load summary; a file that did not load, or had lines quarantined, is an error line
     each, and exit 1."""

@@ -44,7 +44,7 @@ class _Page:
     sales: list[Any]  # at or after the start, and those without a valid id (to be rejected)
     next_start: int
     out_of_order: int  # sales with an id below an earlier one of the page
-    total_items: int | None  # all sales the source says it has, for the progress estimate
+    total_items: int | None  # what the source says it has: for progress only
 
 
 def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *, limit: int,
@@ -148,7 +148,7 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int, to_id: 
             note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
                  "does not advance, stopping there")
             if fresh:
-                yield _Page(fresh, start, 0, page.total_items)  # sales without a valid id: rejected
+                yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
         taken += len(fresh)
         start = max(ids) + 1

@@ -79,7 +79,7 @@ class SourceClient:
                 params["limit"] = self.effective_limit(params["limit"])
             delay = _backoff(attempt)
             try:
-                url, status, headers, body = self._get(path, params)
+                status, headers, body, url = self._get(path, params)
             except httpx.TransportError as exc:  # connect errors, timeouts, broken connections
                 last_problem, bad_body = _describe(exc), False
             except BadBody as exc:
@@ -88,7 +88,7 @@ class SourceClient:
                 if status in (401, 403):
                     raise CredentialsRejected(f"API key rejected: GET {path} answered HTTP {status}; "
                                               "check RETAIL_API_KEY")
-                if status == 422 and params.get("limit", 0) > ORIGINAL_MAX_LIMIT and not self._limit_cap:
+                if status == 422 and params.get("limit", 0) > ORIGINAL_MAX_LIMIT:
                     self.warn(f"GET {path} refused limit={params['limit']}; "
                               f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}")
                     self._limit_cap = ORIGINAL_MAX_LIMIT
@@ -117,9 +117,8 @@ class SourceClient:
         return min(wanted, self._limit_cap) if self._limit_cap else wanted
 
     def _get(self, path: str, params: Mapping[str, int]
-             ) -> tuple[httpx.URL, int, httpx.Headers, bytearray]:
-        """One GET: its URL (no credentials), status, headers and the decoded body, read up to
-        the size limit."""
+             ) -> tuple[int, httpx.Headers, bytearray, httpx.URL]:
+        """One GET: status, headers, the decoded body (read up to the size limit), the URL."""
         with self.client.stream("GET", path, params=params) as response:
             try:
                 body = read_body(response, self.max_response_bytes)
@@ -130,7 +129,7 @@ class SourceClient:
             except UnreadableBody as exc:
                 raise BadBody(f"GET {path} answered {exc}") from None
             url = response.request.url.copy_with(username=None, password=None)
-            return url, response.status_code, response.headers, body
+            return response.status_code, response.headers, body, url
 
 
 def shown_url(url: httpx.URL) -> str:

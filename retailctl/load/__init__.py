@@ -36,8 +36,8 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
     with database.connect(autocommit=True, purpose="load") as conn:
         found, result.errors = find_files(bronze_dir)
         result.found = len(found)
-        pending, changed = pending_files(conn, found)
-        result.errors += changed
+        pending, altered = pending_files(conn, found)
+        result.errors += altered
         if dry_run:
             result.pending = [file.relative for file in pending]
             return result

@@ -33,8 +33,13 @@ create table if not exists meta.schema_migrations (
 alter table meta.schema_migrations add column if not exists checksum text
 """
 RECORDED_VERSIONS = "select version, checksum from meta.schema_migrations order by version"
-RECORDED_VERSIONS_ANY = ("select version, to_jsonb(m) ->> 'checksum' from meta.schema_migrations m "
-                         "order by version")
+# Reads only: does meta.schema_migrations exist, with its checksum column?
+PROBE_RECORDED = """
+select to_regclass('meta.schema_migrations') is not null,
+       exists (select from information_schema.columns where table_schema = 'meta'
+               and table_name = 'schema_migrations' and column_name = 'checksum')
+"""
+RECORDED_VERSIONS_UNCHECKED = "select version, null from meta.schema_migrations order by version"
 RECORD_VERSION = "insert into meta.schema_migrations (version, checksum) values (%s, %s)"
 TAKE_MIGRATION_LOCK = sql.SQL("select pg_advisory_xact_lock(%s, %s)")
 RECREATE = ("recreate the database (drop and create it; for the embedded server, move its pgdata "
@@ -59,34 +64,34 @@ def checksum(source: bytes) -> str:
     return hashlib.sha256(source).hexdigest()
 
 
-def recorded_versions(conn: psycopg.Connection) -> dict[str, str | None]:
-    """Version -> recorded checksum ({} on a database never migrated); reads only, and reads a
-    table made before checksums were recorded too."""
-    exists = conn.execute("select to_regclass('meta.schema_migrations')").fetchone()
-    if exists is None or exists[0] is None:
-        return {}
-    return dict(conn.execute(RECORDED_VERSIONS_ANY).fetchall())
+def recorded_versions(conn: psycopg.Connection) -> dict[str, str | None] | None:
+    """The versions (and checksums) the database records, read only; None before any."""
+    table, with_checksum = conn.execute(PROBE_RECORDED).fetchone()  # type: ignore[misc]
+    if not table:
+        return None
+    return dict(conn.execute(RECORDED_VERSIONS if with_checksum else RECORDED_VERSIONS_UNCHECKED)
+                .fetchall())
 
 
 def pending(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
-    """The versions not applied yet (every one on a database never migrated); reads only."""
-    done = recorded_versions(conn)
-    return [version for version, _ in migration_files(directory) if version not in done]
+    """The shipped versions not applied yet (every one on a database never migrated)."""
+    recorded = recorded_versions(conn) or {}
+    return [version for version, _ in migration_files(directory) if version not in recorded]
 
 
 def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
     """Check the recorded migrations, then apply each one not yet recorded, each in its own
     transaction; returns those applied.
 
-    A schema up to date costs one read and no DDL, so a role without CREATE runs every command
-    once the owner has migrated. A transaction-scoped advisory lock serialises concurrent
-    commands migrating at once.
+    A schema up to date is checked with reads only (no DDL, no lock), so a role without CREATE
+    runs every command once the owner has migrated. A transaction-scoped advisory lock
+    serialises concurrent commands migrating at once.
     """
     migrations = migration_files(directory)
     sources = {migration.version: migration.path.read_bytes() for migration in migrations}
-    recorded_now = recorded_versions(conn)
-    if recorded_now and all(version in recorded_now for version in sources):
-        check_recorded(recorded_now, migrations, sources)
+    recorded = recorded_versions(conn)
+    if recorded is not None and all(version in recorded for version, _ in migrations):
+        check_recorded(recorded, migrations, sources)
         return []
     applied_now = []
     with conn.transaction():

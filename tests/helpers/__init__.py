@@ -30,8 +30,8 @@ from retailctl.load import load as load_files
 from retailctl.store.db import open_database
 
 API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = ["001_meta", "002_silver", "003_changes", "004_changes_meta",
-            "009_quarantined_lines"]  # the files of schema/
+VERSIONS = ["001_meta", "002_silver", "003_changes", "003_quarantined_lines",
+            "004_changes_meta"]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
 
@@ -58,7 +58,8 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the real `retailctl` in a child process, output captured (so not a terminal).
 
-    A PYTHONPATH the tests run under reaches the child too (a worktree's code, not the venv's).
+    `env` replaces the environment, but PYTHONPATH is kept: a checkout tested over another
+    installed copy runs its own code in the child too.
     """
     if env is not None:
         env = {**python_path(), **env}
