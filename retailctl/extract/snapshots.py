@@ -5,8 +5,9 @@ nothing rejected is complete (meta.snapshot_files): load marks the keys it lacks
 that stopped on a repeated page is not. A snapshot whose content equals the last one written
 (an order-independent hash of its valid records) writes no file. The original API ignores
 `offset`: a page that repeats records already read ends the snapshot with a warning instead
-of looping. A source that pages on and on with new keys is stopped at a cap (twice its own total_items plus a page, and
-RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot writes nothing.
+of looping. A source that pages on and on with new keys is stopped at a cap (twice its own
+total_items plus a page, and RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot
+writes nothing.
 """
 
 from __future__ import annotations
