@@ -1,4 +1,10 @@
-"""The bundled retail API: the original project's mock API contract, plus fault injection."""
+"""The bundled retail API: the original project's mock API contract, plus fault injection.
+
+Beyond the contract, two admin endpoints (same API key) let a demo or a test that keeps one
+server running make the source change its past: `POST /_admin/corrections?count=K&window=N`
+corrects K published sales (among the last N, or any), `POST /_admin/delist?products=N&
+customers=M` delists exactly that many (0 relists all). Both answer what they did.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ MAX_LIMIT = 1000
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Records per page, 1 to 1000.")]
 Offset = Annotated[int, Query(ge=0, description="Records to skip.")]
 StartSalesId = Annotated[int, Query(ge=0, description="The first sale id to return.")]
+ADMIN_PREFIX = "/_admin/"
+ADMIN_TAG = "admin (not part of the source contract)"
 # The interactive docs, served from the package (no CDN: they work without internet), and
 # the health check: open to everyone, never failed on purpose.
 DOCS_ASSETS = "/docs-assets"
@@ -59,7 +67,8 @@ class FaultInjection:
         self.rng = random.Random(seed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]):
+        if scope["type"] != "http" or is_public(scope["path"]) \
+                or scope["path"].startswith(ADMIN_PREFIX):  # a test's own controls never fail
             await self.app(scope, receive, send)
             return
         faults = self.faults
@@ -101,15 +110,15 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
 
     @app.get("/products")
     async def products(limit: Limit = 100, offset: Offset = 0) -> Response:
-        total = data.product_count()
-        items = [data.product(i) for i in range(offset, min(offset + limit, total))]
-        return json_response({"items": items, "total_items": total})
+        listed = data.listed_products()
+        items = [data.product(i) for i in listed[offset:offset + limit]]
+        return json_response({"items": items, "total_items": len(listed)})
 
     @app.get("/customers")
     async def customers(limit: Limit = 100, offset: Offset = 0) -> Response:
-        total = data.customer_count()
-        items = [data.customer(i) for i in range(offset, min(offset + limit, total))]
-        return json_response({"items": items, "total_items": total})
+        listed = data.listed_customers()
+        items = [data.customer(i) for i in listed[offset:offset + limit]]
+        return json_response({"items": items, "total_items": len(listed)})
 
     @app.get("/sales")
     async def sales(limit: Limit = 100, start_sales_id: StartSalesId = 1) -> Response:
@@ -117,6 +126,30 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
         first = data.first_index_at_or_after(start_sales_id, total)
         items = [data.sale(k) for k in range(first, min(first + limit, total))]
         return json_response({"items": items, "total_items": total})
+
+    @app.post(ADMIN_PREFIX + "corrections", tags=[ADMIN_TAG])
+    async def corrections(
+        count: Annotated[int, Query(ge=0, description="Sales to correct.")],
+        window: Annotated[int | None, Query(ge=1, description="Only among the last N sales.")] = None,
+    ) -> Response:
+        """Correct `count` published sales: another customer, another day, a line removed or
+        a quantity changed, in turn."""
+        done = data.correct(count, window)
+        return json_response({"round": data.rounds - 1, "corrected": [
+            {"id": c.sale_id, "kind": c.kind} for c in done]})
+
+    @app.post(ADMIN_PREFIX + "delist", tags=[ADMIN_TAG])
+    async def delist(
+        products: Annotated[int | None, Query(ge=0, description="Products delisted (0 = none).")] = None,
+        customers: Annotated[int | None, Query(ge=0, description="Customers delisted (0 = none).")] = None,
+    ) -> Response:
+        """Delist exactly this many products and customers (a seeded choice; 0 relists all)."""
+        data.delist(products=products, customers=customers)
+        return json_response({
+            "delisted_products": [data.product(i)["product_sku"] for i in data.delisted_products()],
+            "delisted_customers": [data.customer(i)["customer_id"]
+                                   for i in data.delisted_customers()],
+        })
 
     if config.faults != FaultConfig():
         app.add_middleware(FaultInjection, faults=config.faults, seed=config.data.seed)

@@ -15,6 +15,8 @@ RetailctlError (1)
 ├── StepFailed (1)               a step failed for another stated reason
 ├── StorageFailed (1)            the data dir's disk failed a write (full, I/O error)
 └── DataTestsFailed (3)          dbt data tests failed
+    └── LayersDisagree (3)       `verify`: bronze, silver, the fact and the mart (or the
+                                 source's count of sales) differ
 
 Terminated (143), a BaseException like KeyboardInterrupt (130): SIGTERM, after a clean rollback
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+from typing import Any
 
 
 class RetailctlError(Exception):
@@ -111,6 +114,14 @@ class DataTestsFailed(RetailctlError):
     """dbt data tests failed."""
 
     exit_code = 3
+
+
+class LayersDisagree(DataTestsFailed):
+    """`verify` found a day on which the layers differ, or a source count that differs."""
+
+    def __init__(self, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.details = details  # the whole result: in the --json error object
 
 
 class Terminated(BaseException):

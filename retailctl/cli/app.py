@@ -10,15 +10,22 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status
+from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status, verify
 from retailctl.cli import console
-from retailctl.cli.render import RunView, render_dbt, render_doctor, render_load, render_status
+from retailctl.cli.render import (
+    RunView,
+    render_dbt,
+    render_doctor,
+    render_load,
+    render_status,
+    render_verify,
+)
 from retailctl.config import LOG_FORMATS, SETTING_SPECS, Settings, choose_env_file, load_settings
 from retailctl.errors import ConfigError, RetailctlError, Terminated, from_os_error, step_of
 from retailctl.extract import ENTITIES, extract, raise_for_failures
@@ -161,7 +168,8 @@ def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
         message, detail = _redact(ctx, message), _redact(ctx, detail)
         if cli_state.monitor is not None:
             cli_state.monitor.finish(code, message)
-        _fail(message, code, detail=detail, step=step_of(exc) or step, as_json=as_json)
+        _fail(message, code, detail=detail, step=step_of(exc) or step, as_json=as_json,
+              details=getattr(exc, "details", None))
     if cli_state.monitor is not None:
         cli_state.monitor.finish(0)
     return result
@@ -192,11 +200,13 @@ def _redact(ctx: typer.Context, text: str) -> str:
 
 
 def _fail(message: str, code: int, *, detail: str = "", step: str | None = None,
-          as_json: bool = False) -> NoReturn:
-    """The error line on stderr (and with --json, the error object on stdout); exit `code`."""
+          as_json: bool = False, details: dict[str, Any] | None = None) -> NoReturn:
+    """The error line on stderr (and with --json, the error object on stdout, with the
+    error's `details` when it has some); exit `code`."""
     message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     if as_json:
-        console.print_json({"error": {"code": code, "step": step, "message": message}})
+        error = {"code": code, "step": step, "message": message}
+        console.print_json({"error": {**error, "details": details} if details else error})
     console.error(message, detail=detail, code=code, step=step)
     raise typer.Exit(code=code) from None
 
@@ -441,6 +451,27 @@ def test_command(
                 console.print_json({"commands": [r.to_dict() for r in results]})
 
     run(ctx, work, as_json=as_json, step="test", monitored=True)
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    since: Annotated[datetime | None, typer.Option(
+        formats=["%Y-%m-%d"], metavar="DAY", help="Only the days from this UTC day (YYYY-MM-DD).",
+        show_default=False)] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Prove bronze, silver, the fact and the mart agree per day (sales, lines, amounts to the
+    cent), and the source's count of sales where it reports one; exit 3 when they differ."""
+
+    def work() -> None:
+        settings = settings_of(ctx)
+        with database_of(settings) as database, pipeline_lock(database, "verify"):
+            result = verify.verify(database, settings, since.date() if since else None)
+        render_verify(result, as_json=as_json)
+        verify.raise_for_differences(result)  # with --json, the error object holds the result
+
+    run(ctx, work, as_json=as_json, step="verify")
 
 
 @app.command()
@@ -772,11 +803,27 @@ def api_serve(
         min=0, help="The last N products are sold but not listed by /products.")] = 0,
     customer_version: Annotated[int, typer.Option(
         min=0, help="Bump to change some customers' emails.")] = 0,
+    corrections: Annotated[int, typer.Option(
+        min=0, help="Published sales corrected per round: another customer, another day, a line "
+                    "removed or a quantity changed, in turn.")] = 0,
+    correction_version: Annotated[int, typer.Option(
+        min=0, help="Correction rounds 0..V are applied: bump for one more round.")] = 0,
+    correction_window: Annotated[int | None, typer.Option(
+        min=1, help="Correct only among the last N sales (unset: any sale).",
+        show_default=False)] = None,
+    delist_products: Annotated[int, typer.Option(
+        min=0, help="This many products (a seeded choice) missing from /products.")] = 0,
+    delist_customers: Annotated[int, typer.Option(
+        min=0, help="This many customers (a seeded choice) missing from /customers.")] = 0,
     api_key: Annotated[str | None, typer.Option(
         envvar="RETAIL_API_KEY", help="The key clients must send [default: the demo key].",
         show_default=False)] = None,
 ) -> None:
-    """Serve the bundled mock retail API (docs at /docs)."""
+    """Serve the bundled mock retail API (docs at /docs).
+
+    POST /_admin/corrections?count=K&window=N and POST /_admin/delist?products=N&customers=M
+    (same key) change the source's past while it serves.
+    """
     from mock_api import DEFAULT_API_KEY, DataConfig, FaultConfig, MockConfig
     from mock_api.server import serve
 
@@ -784,7 +831,9 @@ def api_serve(
         data=DataConfig(seed=seed, customers=customers, products=products, sales=sales,
                         live_rate_per_min=live, gap_every=gap_every, invalid_rate=invalid_rate,
                         inconsistent_rate=inconsistent_rate, hidden_products=hidden_products,
-                        customer_version=customer_version),
+                        customer_version=customer_version, corrections=corrections,
+                        correction_version=correction_version, correction_window=correction_window,
+                        delisted_products=delist_products, delisted_customers=delist_customers),
         faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate,
                            latency_ms=latency_ms),
         api_key=api_key or DEFAULT_API_KEY,

@@ -11,6 +11,8 @@ from retailctl import gold, pipeline
 from retailctl.cli import console
 from retailctl.errors import StepFailed, step_of
 from retailctl.load import LoadResult
+from retailctl.verify import VerifyResult
+from retailctl.verify_bronze import money
 
 if TYPE_CHECKING:
     from retailctl.doctor import Check
@@ -210,3 +212,28 @@ def render_doctor(checks: list[Check]) -> None:
         symbol, word = DOCTOR_MARKS[check.status]
         mark = symbol if console.interactive() else f"{word:<4}"
         console.say(f"{mark} {check.name}: {check.detail}")
+
+
+def render_verify(result: VerifyResult, *, as_json: bool) -> None:
+    """The days that differ, layer by layer against bronze; the source's count; one verdict.
+    With --json, the result is the document when all agree (else the error object's details)."""
+    if as_json:
+        if result.ok:
+            console.print_json(result.to_dict())
+        return
+    if result.pruned_files and (result.since is None or result.since < result.complete_since):  # type: ignore[operator]
+        console.warn(f"{result.pruned_files} loaded sales file(s) were pruned from bronze: days "
+                     f"before {result.complete_since} can differ for that alone; pass --since "
+                     f"{result.complete_since}")
+    if result.differences:
+        console.table("days that differ", (
+            "day", "layer", "sales", "lines", "amount", "bronze sales", "bronze lines",
+            "bronze amount"), [
+            (d.day or "no header", d.layer, d.figures.sales, d.figures.lines, money(d.figures.amount),
+             d.reference.sales, d.reference.lines, money(d.reference.amount))
+            for d in result.differences])
+    for line in result.missing:
+        console.say(f"missing layer: {line}")
+    console.say(f"source: {result.source.status}: {result.source.detail}")
+    if result.ok:
+        console.say(result.summary())
