@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 from psycopg import sql
 
 from mock_api import DataConfig, RetailData
