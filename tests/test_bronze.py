@@ -260,7 +260,7 @@ def test_retries_exhausted_is_exit_69_and_the_cursor_stays_at_the_last_durable_c
 
 def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=500)
-    settings = settings_for(data_dir, db_url, server.url)
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_SALES_LOOKBACK="0")
     extract(settings, entities=["sales"])
     result = by_entity(extract(settings, entities=["sales"], from_id=401))["sales"]
     assert result.records == 100

@@ -21,7 +21,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 SILVER_AND_META_TABLES = {
     ("meta", "ingestion_state"), ("meta", "loaded_files"), ("meta", "pipeline_runs"),
     ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
-    ("meta", "gold_state"),
+    ("meta", "gold_state"), ("meta", "sale_hashes"), ("meta", "snapshot_files"),
     ("silver", "customers"), ("silver", "products"),
     ("silver", "sales_customer"), ("silver", "sales_product"), ("silver", "sales_changes"),
 }
@@ -35,6 +35,7 @@ INDEXES = {
         "loaded_files_loaded_at": "(loaded_at)", "loaded_files_pkey": "(path)",
         "pipeline_runs_pkey": "(run_id)", "pipeline_runs_started_at": "(started_at DESC)",
         "schema_migrations_pkey": "(version)", "snapshot_state_pkey": "(entity)",
+        "sale_hashes_pkey": "(sale_id)", "snapshot_files_pkey": "(path)",
     },
     "silver": {
         "customers_loaded_at": "(_loaded_at)", "customers_pkey": "(customer_id)",
@@ -66,7 +67,7 @@ def recorded(db_url: str) -> list[tuple[str, str | None]]:
 def test_migration_files_are_the_squashed_schema() -> None:
     assert [version for version, _ in migration_files()] == VERSIONS
     assert [path.name for _, path in migration_files()] == \
-        ["001_meta.sql", "002_silver.sql", "003_changes.sql"]
+        [f"{version}.sql" for version in VERSIONS]
 
 
 def test_migrate_twice_changes_nothing(db_url: str) -> None:
@@ -164,10 +165,10 @@ def test_a_new_migration_file_is_applied_on_top(db_url: str, tmp_path: Path) -> 
     schema = Path(shutil.copytree(SCHEMA_DIR, tmp_path / "schema"))
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert migrate(conn, schema) == VERSIONS
-        (schema / "003_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
-        assert migrate(conn, schema) == ["003_note"]
+        (schema / "099_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
+        assert migrate(conn, schema) == ["099_note"]
         assert migrate(conn, schema) == []
-    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "003_note"]
+    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "099_note"]
 
 
 def test_an_edited_applied_migration_is_refused(db_url: str, tmp_path: Path) -> None:

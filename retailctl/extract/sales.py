@@ -78,7 +78,7 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
     batch = Batch(bronze_dir)
     pages_in_batch = 0
     try:
-        for page in prefetch(_pages(source, start, limit, max_sales, to_id, note)):
+        for page in prefetch(_pages(source, start, limit, max_sales, to_id, cursor, note)):
             known = hashes.known(page.sales)
             for sale in page.sales:
                 if hashes.unchanged(sale, known):
@@ -122,16 +122,19 @@ def expected_sales(total_items: int | None, start: int, read: int, max_sales: in
 
 
 def _pages(source: SourceClient, start: int, limit: int, max_sales: int, to_id: int | None,
-           note: Warn) -> Iterator[_Page]:
+           cursor: int, note: Warn) -> Iterator[_Page]:
     """Each page's sales at or after the start (and up to `to_id`), until the end, the cap,
-    `to_id`, or a page that does not advance. Runs on the prefetch thread."""
+    `to_id`, or a page that does not advance. Runs on the prefetch thread.
+
+    The cap counts the sales at or past the cursor only: re-reading the lookback window must
+    never use it up (the cursor would never move again)."""
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
         if remaining == 0:
             return
         page = source.page("/sales", {"start_sales_id": start, "limit": limit})
-        items = page.items[:remaining] if remaining is not None else page.items
+        items, counted = _within_cap(page.items, remaining, cursor)
         past_end = False
         if to_id is not None:  # stop past M: the sales after it are not this backfill's
             kept = [s for s in items if (records.sale_id_of(s) or 0) <= to_id]
@@ -150,11 +153,24 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int, to_id: 
             if fresh:
                 yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
-        taken += len(fresh)
+        taken += counted
         start = max(ids) + 1
         yield _Page(fresh, start, _out_of_order(ids), page.total_items)
         if past_end or len(page.items) < source.effective_limit(limit):  # the limit it was read with
             return
+
+
+def _within_cap(items: list[Any], remaining: int | None, cursor: int) -> tuple[list[Any], int]:
+    """The page cut after `remaining` sales at or past the cursor (or without a valid id), and
+    how many of those it holds."""
+    counted = 0
+    for index, sale in enumerate(items):
+        sale_id = records.sale_id_of(sale)
+        if sale_id is None or sale_id >= cursor:
+            if counted == remaining:
+                return items[:index], counted
+            counted += 1
+    return items, counted
 
 
 def _out_of_order(ids: list[int]) -> int:
