@@ -355,3 +355,25 @@ def wait_for_load(db_url: str, pid: int, timeout: float = 60) -> bool:
                 return True
             time.sleep(0.01)
     return False
+
+
+def test_a_cursor_set_back_by_hand_writes_those_sales_again(start_mock: Any, db_url: str,
+                                                            data_dir: Path) -> None:
+    api = start_mock(sales=300, customers=20, products=20)
+    env = env_for(db_url, data_dir, api.url)
+    assert sales_of(cli_json(["extract", "--entity", "sales"], env))["records"] == 300
+    assert run_cli(["state", "set", "--next-sales-id", "101"], env=env).returncode == 0
+    again = sales_of(cli_json(["extract", "--entity", "sales"], env))
+    # ids 1-100 (the window before the cursor) unchanged; 101-300 asked for again: written
+    assert (again["records"], again["unchanged"], again["cursor_to"]) == (200, 100, 301)
+    assert scalar(db_url, "select count(*) from meta.sale_hashes") == 300
+
+
+def test_the_sales_cap_counts_new_sales_only_so_the_lookback_never_freezes_the_cursor(
+        start_mock: Any, db_url: str, data_dir: Path) -> None:
+    api = start_mock(sales=1_000, customers=20, products=20)
+    env = env_for(db_url, data_dir, api.url, RETAIL_MAX_SALES_PER_RUN="300")
+    for expected_cursor in (301, 601, 901, 1_001):
+        sales = sales_of(cli_json(["extract", "--entity", "sales"], env))
+        assert (sales["records"], sales["cursor_to"]) == (min(300, 1_001 - sales["cursor_from"]),
+                                                          expected_cursor)

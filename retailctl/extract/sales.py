@@ -88,7 +88,7 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
             result.pages += 1
             result.out_of_order += page.out_of_order
             result.cursor_to = page.next_start
-            read = result.records + result.rejected
+            read = result.records + result.rejected + result.unchanged
             progress("sales", read, result.pages,
                      expected_sales(page.total_items, start, read, max_sales))
             pages_in_batch += 1

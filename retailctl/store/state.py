@@ -46,6 +46,7 @@ delete from meta.sale_hashes
 where sale_id < coalesce((select last_sales_id from meta.ingestion_state where source_name = %s), 1)
                 - %s
 """
+FORGET_SALE_HASHES = "delete from meta.sale_hashes where sale_id >= %s"
 PUT_SNAPSHOT_FILE = """
 insert into meta.snapshot_files (path, entity, complete, records) values (%s, %s, %s, %s)
 on conflict (path) do update
@@ -78,13 +79,14 @@ def advance_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
 
 
 def set_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
-    """Put the cursor anywhere (`state set`, `state reset`)."""
+    """Put the cursor anywhere (`state set`, `state reset`). The content hashes from there on
+    are forgotten: a cursor set back means "read these again", so they are written again."""
     conn.execute(SET_CURSOR, {"source": SALES_SOURCE, "next_id": next_id, "note": note})
+    conn.execute(FORGET_SALE_HASHES, (next_id,))
 
 
 def clear_snapshot_hashes(conn: psycopg.Connection) -> None:
     conn.execute("delete from meta.snapshot_state")
-    conn.execute("delete from meta.sale_hashes")  # a reset cursor reads every sale again
 
 
 def snapshot_hash(conn: psycopg.Connection, entity: str) -> str | None:
