@@ -12,7 +12,7 @@ import random
 import signal
 import subprocess
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from psycopg import sql
 
 from mock_api import DataConfig, RetailData
 from retailctl.extract import records
-from tests.helpers import API_KEY, RETAILCTL, python_path, run_cli
+from tests.helpers import API_KEY, RETAILCTL, load, python_path, run_cli, write_bronze
 from tests.helpers.scripted_api import ScriptedApi
 
 SilverLines = dict[tuple[int, int], tuple[Any, ...]]
@@ -377,3 +377,31 @@ def test_the_sales_cap_counts_new_sales_only_so_the_lookback_never_freezes_the_c
         sales = sales_of(cli_json(["extract", "--entity", "sales"], env))
         assert (sales["records"], sales["cursor_to"]) == (min(300, 1_001 - sales["cursor_from"]),
                                                           expected_cursor)
+
+
+def test_an_older_version_of_a_sale_removes_no_line_and_a_newer_one_logs_its_old_pair(
+        data_dir: Path, db_url: str) -> None:
+    now = datetime.now(UTC)
+
+    def sale(sale_id: int, customer: str, moment: str, amounts: list[float],
+             at: datetime) -> None:
+        write_bronze(data_dir, "sales_customer", [{"id": sale_id, "datetime": moment,
+                                                   "total_amount": sum(amounts),
+                                                   "customer_id": customer}], at)
+        write_bronze(data_dir, "sales_product", [
+            {"sale_id": sale_id, "line_no": n, "product_sku": "SKU-1", "quantity": 1,
+             "amount": amount} for n, amount in enumerate(amounts, start=1)],
+            at + timedelta(seconds=1))  # loaded after its header, as extract's one batch is
+        load(data_dir, db_url)
+
+    sale(7, "C1", "2026-01-02T23:30:00+00:00", [1.0, 2.0, 3.0], now - timedelta(hours=1))
+    sale(7, "C1", "2026-01-02T23:30:00+00:00", [1.0], now - timedelta(hours=2))  # older: ignored
+    assert scalar(db_url, "select count(*) from silver.sales_product") == 3
+    assert scalar(db_url, "select count(*) from silver.sales_changes") == 0
+    # newer: moved to C2 on the next day (its old pair logged), then a line removed (the pair
+    # the sale is on by then logged)
+    sale(7, "C2", "2026-01-03T00:30:00+00:00", [1.0, 2.5], now)
+    assert query(db_url, "select line_no, amount from silver.sales_product order by 1") == [
+        (1, Decimal("1.0")), (2, Decimal("2.5"))]
+    assert query(db_url, "select sale_id, customer_id, day from silver.sales_changes order by 2") == [
+        (7, "C1", date(2026, 1, 2)), (7, "C2", date(2026, 1, 3))]
