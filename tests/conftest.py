@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
 from retailctl.store.embedded import EmbeddedPostgres
-from tests.helpers import API_KEY, fresh_database
+from tests.helpers import API_KEY, RETAILCTL, fresh_database
+from tests.helpers.scripted_api import Gate
 
 
 @pytest.fixture(autouse=True)
@@ -93,3 +95,50 @@ def cli_env(db_url: str, data_dir: Path, mock_api: BackgroundServer) -> dict[str
         "RETAIL_DATA_DIR": str(data_dir),
         "RETAIL_HTTP_RETRIES": "8",
     }
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start the real CLI in a child process (to signal or kill it); killed if still running
+    when the test ends, so a failed assertion never leaves it behind."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], env: dict[str, str], *, output: bool = False) -> subprocess.Popen[str]:
+        stream = subprocess.PIPE if output else subprocess.DEVNULL
+        child = subprocess.Popen([*RETAILCTL, *args], env=env, stdout=stream, stderr=stream, text=True)
+        children.append(child)
+        return child
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    """A gate for a scripted API's requests; opened when the test ends, so no request stays held."""
+    held = Gate()
+    yield held
+    held.open()
+
+
+@pytest.fixture
+def embedded_clusters() -> Iterator[Callable[[Path], Path]]:
+    """Register data dirs whose embedded PostgreSQL cluster is stopped and deleted after the test."""
+    data_dirs: list[Path] = []
+
+    def track(data_dir: Path) -> Path:
+        data_dirs.append(data_dir)
+        return data_dir
+
+    yield track
+    for data_dir in data_dirs:
+        EmbeddedPostgres(data_dir).destroy()
+
+
+@pytest.fixture
+def embedded_data_dir(data_dir: Path, embedded_clusters: Callable[[Path], Path]) -> Path:
+    """The data dir, its embedded PostgreSQL cluster stopped and deleted after the test."""
+    return embedded_clusters(data_dir)

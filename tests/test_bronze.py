@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,16 +15,17 @@ from mock_api import DataConfig, FaultConfig
 from retailctl.extract.batch import Batch
 from tests.helpers import (
     API_KEY,
-    RETAILCTL,
     bronze_rows,
     by_entity,
     cursor_of,
     extract,
+    invoke,
     run_cli,
     settings_for,
     source_sales,
+    wait_until,
 )
-from tests.helpers.scripted_api import Reply, Request, ScriptedApi
+from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 
 def test_full_then_incremental_extraction_after_the_source_grows(start_mock, data_dir: Path,
@@ -77,6 +76,7 @@ def test_id_gaps_are_followed_by_highest_id_plus_one(start_mock, data_dir: Path,
     assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == sorted(truth)
 
 
+@pytest.mark.slow
 def test_faults_and_throttling_still_yield_exactly_the_sources_sales(start_mock, data_dir: Path,
                                                                       db_url: str) -> None:
     server = start_mock(sales=2_000, faults=FaultConfig(fail_rate=0.2, throttle_rate=0.1,
@@ -268,19 +268,30 @@ def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Pat
     assert cursor_of(db_url) == 501
 
 
-def test_sigkill_mid_extraction_then_rerun_holds_every_sale(start_mock, cli_env: dict[str, str],
-                                                            data_dir: Path) -> None:
-    server = start_mock(sales=6_000, faults=FaultConfig(latency_ms=25))
-    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
-    for delay in (0.9, 1.6):
-        victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-    partial = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
-    assert 0 < len(partial) < 6_000, "the kill landed mid-extraction"
-    rerun = run_cli(["extract", "--entity", "sales"], env=env)
+@pytest.mark.slow
+def test_sigkill_mid_extraction_then_rerun_holds_every_sale(cli_env: dict[str, str], data_dir: Path,
+                                                            db_url: str, spawn, gate: Gate) -> None:
+    first_stop, second_stop = Gate(), gate
+
+    def hold_two_pages(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number in (12, 30):
+            (first_stop if request.number == 12 else second_stop).hold()
+        return None
+
+    with ScriptedApi(hold_two_pages, DataConfig(sales=6_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+        # Chunks of 8 pages: page 12 is asked for once the first chunk is durable, page 30 in
+        # the second run (from id 801) once two more are; each kill lands mid-chunk.
+        for stop, cursor in ((first_stop, 801), (second_stop, 2_401)):
+            victim = spawn(["extract", "--entity", "sales"], env)
+            wait_until(lambda: stop.held.is_set() and cursor_of(db_url) == cursor, 60,  # noqa: B023
+                       f"the extraction to be mid-chunk past cursor {cursor}", alive=victim)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            stop.open()
+        partial = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
+        assert 0 < len(partial) < 6_000, "the kill landed mid-extraction"
+        rerun = run_cli(["extract", "--entity", "sales"], env=env)
     assert rerun.returncode == 0, rerun.stderr
     ids = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
     assert ids == set(range(1, 6_001))
@@ -289,15 +300,20 @@ def test_sigkill_mid_extraction_then_rerun_holds_every_sale(start_mock, cli_env:
     assert {line["sale_id"] for line in lines} == ids
 
 
-def test_sigterm_mid_extraction_exits_143_and_rolls_back(start_mock, cli_env: dict[str, str],
-                                                         data_dir: Path, db_url: str) -> None:
-    server = start_mock(sales=6_000, faults=FaultConfig(latency_ms=25))
-    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
-    victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.2)
-    victim.send_signal(signal.SIGTERM)
-    _, stderr = victim.communicate(timeout=30)
+def test_sigterm_mid_extraction_exits_143_and_rolls_back(cli_env: dict[str, str], data_dir: Path,
+                                                         db_url: str, spawn, gate: Gate) -> None:
+    def hold_page_12(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 12:
+            gate.hold()  # the first chunk (pages 1-8) is durable; pages 9-11 are in the open one
+        return None
+
+    with ScriptedApi(hold_page_12, DataConfig(sales=6_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+        victim = spawn(["extract", "--entity", "sales"], env, output=True)
+        wait_until(lambda: gate.held.is_set() and cursor_of(db_url) == 801, 60,
+                   "the extraction to be mid-chunk past its first chunk", alive=victim)
+        victim.send_signal(signal.SIGTERM)
+        _, stderr = victim.communicate(timeout=30)
     assert victim.returncode == 143
     assert stderr.splitlines()[-1] == \
         "error: stopped by SIGTERM; the open transaction was rolled back"
@@ -317,6 +333,7 @@ def test_files_are_0600_and_directories_0700(start_mock, data_dir: Path, db_url:
     assert {oct(p.stat().st_mode & 0o777) for p in directories} == {"0o700"}
 
 
+@pytest.mark.slow
 def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: dict[str, str],
                                                            data_dir: Path, db_url: str) -> None:
     def fail_twice(request: Request) -> Reply | None:
@@ -329,9 +346,11 @@ def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: 
         bad_key = run_cli(["extract"], env={**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     text = "".join(r.stdout + r.stderr for r in [*outputs, bad_key])
     assert all(r.returncode == 0 for r in outputs) and bad_key.returncode == 77
-    for path in data_dir.rglob("*"):
-        if path.is_file():
-            assert API_KEY.encode() not in path.read_bytes(), path
+    files = [path for path in data_dir.rglob("*") if path.is_file()]
+    written = ("customers", "products", "sales_customer", "sales_product", "_rejected")
+    assert {path.relative_to(data_dir).parts[:2] for path in files} == {("bronze", d) for d in written}
+    for path in files:
+        assert API_KEY.encode() not in path.read_bytes(), path
     assert API_KEY not in text
     with psycopg.connect(db_url) as conn:
         dump = str(conn.execute("select * from meta.ingestion_state").fetchall()) + \
@@ -339,41 +358,39 @@ def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: 
     assert API_KEY not in dump
 
 
-def test_state_set_show_and_reset(mock_api, cli_env: dict[str, str]) -> None:
-    assert run_cli(["state", "set", "--last-sales-id", "42"], env=cli_env).stdout.splitlines() == \
+def test_state_set_show_and_reset(cli_env: dict[str, str]) -> None:
+    assert invoke(["state", "set", "--last-sales-id", "42"], env=cli_env).stdout.splitlines() == \
         ["next sales id: 1 -> 42"]
-    shown = run_cli(["state", "show"], env=cli_env).stdout.splitlines()
+    shown = invoke(["state", "show"], env=cli_env).stdout.splitlines()
     assert shown[0] == "next sales id: 42"
     assert shown[2] == "note: set by hand with `retailctl state set` (was 1)"
-    refused = run_cli(["state", "reset"], env=cli_env)
-    assert refused.returncode == 2
-    reset = run_cli(["state", "reset", "--yes"], env=cli_env)
+    refused = invoke(["state", "reset"], env=cli_env)
+    assert refused.exit_code == 2
+    reset = invoke(["state", "reset", "--yes"], env=cli_env)
     assert reset.stdout.splitlines() == ["next sales id: 42 -> 1; snapshots will be written again"]
 
 
 def test_database_url_without_api_url_is_exit_78(cli_env: dict[str, str]) -> None:
     env = {k: v for k, v in cli_env.items() if k != "RETAIL_API_URL"}
-    result = run_cli(["extract"], env=env)
-    assert result.returncode == 78
+    result = invoke(["extract"], env=env)
+    assert result.exit_code == 78
     assert result.stderr.startswith("error: RETAIL_API_URL is not set")
 
 
-def test_demo_mode_says_so_first(tmp_path: Path) -> None:
+def test_demo_mode_says_so_first(tmp_path: Path, embedded_data_dir: Path) -> None:
+    """Demo mode's data dir is ./data, the one the fixture deletes the cluster of afterwards."""
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     result = run_cli(["extract", "--entity", "products"], env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set")
     assert lines[1].startswith("products: 200 records, 0 rejected, 1 file(s)")
-    from retailctl.store.embedded import EmbeddedPostgres
-
-    EmbeddedPostgres(tmp_path / "data").destroy()
 
 
 @pytest.mark.parametrize("entity", ["nonsense"])
 def test_unknown_entity_is_a_usage_error(entity: str, cli_env: dict[str, str]) -> None:
-    result = run_cli(["extract", "--entity", entity], env=cli_env)
-    assert result.returncode == 2
+    result = invoke(["extract", "--entity", entity], env=cli_env)
+    assert result.exit_code == 2
     assert "unknown entity nonsense" in result.stderr
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from retailctl.config import load_settings, redact_url
 from retailctl.errors import ConfigError
-from tests.helpers import run_cli
+from tests.helpers import invoke
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -57,19 +57,18 @@ def test_database_without_api_url_refuses_demo_data(tmp_path: Path) -> None:
      "error: RETAIL_HTTP_TIMEOUT='-1' is invalid: expected a number of seconds greater than 0"),
 ])
 def test_bad_setting_is_one_line_and_exit_78(env: dict[str, str], line: str) -> None:
-    result = run_cli(["config"], env={"PATH": "/usr/bin:/bin", **env})
-    assert result.returncode == 78
+    result = invoke(["config"], env=env)
+    assert result.exit_code == 78
     assert result.stderr.splitlines() == [line]
     assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_config_shows_sources_and_redacts_secrets(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("RETAIL_PAGE_SIZE=120\n")
-    env = {"PATH": "/usr/bin:/bin", "RETAIL_API_KEY": "sk-live-abcdef",
-           "RETAIL_API_URL": "https://api.example.com",
+    env = {"RETAIL_API_KEY": "sk-live-abcdef", "RETAIL_API_URL": "https://api.example.com",
            "RETAIL_DATABASE_URL": "postgresql://etl:hunter2pw@db.example.com:5432/warehouse"}
-    result = run_cli(["config"], env=env, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    result = invoke(["config"], env=env)  # in tmp_path, the autouse fixture's directory
+    assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "RETAIL_API_KEY\t***\tenvironment" in lines
     assert "RETAIL_DATABASE_URL\tpostgresql://etl:***@db.example.com:5432/warehouse\tenvironment" \
@@ -81,8 +80,9 @@ def test_config_shows_sources_and_redacts_secrets(tmp_path: Path) -> None:
 
 
 def test_option_beats_environment_on_the_command_line(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "RETAIL_DATA_DIR": "/srv/from-env"}
-    result = run_cli(["--data-dir", str(tmp_path / "flag"), "config"], env=env)
+    result = invoke(["--data-dir", str(tmp_path / "flag"), "config"],
+                    env={"RETAIL_DATA_DIR": "/srv/from-env"})
+    assert result.exit_code == 0, result.stderr
     assert f"RETAIL_DATA_DIR\t{tmp_path / 'flag'}\toption" in result.stdout.splitlines()
 
 

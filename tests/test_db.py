@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ from retailctl.errors import CredentialsRejected, MigrationError
 from retailctl.store.db import connect
 from retailctl.store.embedded import EmbeddedPostgres
 from retailctl.store.migrations import SCHEMA_MIGRATIONS_DDL, migrate, migration_files
-from tests.helpers import APPLIED_ALL, VERSIONS, run_cli
+from tests.helpers import APPLIED_ALL, VERSIONS, cli_resource_dir, run_cli
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 
@@ -66,8 +67,7 @@ def recorded(db_url: str) -> list[tuple[str, str | None]]:
 
 def test_migration_files_are_the_squashed_schema() -> None:
     assert [version for version, _ in migration_files()] == VERSIONS
-    assert [path.name for _, path in migration_files()] == \
-        [f"{version}.sql" for version in VERSIONS]
+    assert [path.name for _, path in migration_files()] == [f"{v}.sql" for v in VERSIONS]
 
 
 def test_migrate_twice_changes_nothing(db_url: str) -> None:
@@ -165,10 +165,10 @@ def test_a_new_migration_file_is_applied_on_top(db_url: str, tmp_path: Path) -> 
     schema = Path(shutil.copytree(SCHEMA_DIR, tmp_path / "schema"))
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert migrate(conn, schema) == VERSIONS
-        (schema / "099_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
-        assert migrate(conn, schema) == ["099_note"]
+        (schema / "999_note.sql").write_text("alter table meta.ingestion_state add column extra text;\n")
+        assert migrate(conn, schema) == ["999_note"]
         assert migrate(conn, schema) == []
-    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "099_note"]
+    assert [version for version, _ in recorded(db_url)] == [*VERSIONS, "999_note"]
 
 
 def test_an_edited_applied_migration_is_refused(db_url: str, tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_db_migrate_refuses_a_changed_checksum_exit_1(db_url: str) -> None:
         conn.execute("update meta.schema_migrations set checksum = %s where version = '001_meta'",
                      ("ab" * 32,))
     result = run_cli(["db", "migrate"], env=env)
-    shipped = SCHEMA_DIR / "001_meta.sql"
+    shipped = cli_resource_dir("schema", env) / "001_meta.sql"
     now = hashlib.sha256(shipped.read_bytes()).hexdigest()
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -274,20 +274,23 @@ def test_unknown_role_is_exit_77(pg_admin_url: str) -> None:
     assert "pw1234" not in result.stderr
 
 
-def test_rejected_password_is_exit_77(tmp_path: Path) -> None:
-    """A server that really checks passwords (scram), given the wrong one."""
+@pytest.fixture
+def scram_server(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    """A server that really checks passwords (scram), deleted after the test."""
     server = EmbeddedPostgres(tmp_path / "scram", password="right-password")
     server.start()
-    try:
-        with connect(server.admin_url) as conn:  # the right password works
-            assert conn.execute("select 1").fetchone() == (1,)
-        wrong = server.admin_url.replace("right-password", "wrong-password")
-        with pytest.raises(CredentialsRejected, match="password authentication failed"):
-            connect(wrong)
-        result = run_cli(["db", "migrate"],
-                         env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
-        assert result.returncode == 77
-        assert len(result.stderr.splitlines()) == 1
-        assert "wrong-password" not in result.stderr
-    finally:
-        server.destroy()
+    yield server
+    server.destroy()
+
+
+def test_rejected_password_is_exit_77(scram_server: EmbeddedPostgres) -> None:
+    """A server that really checks passwords (scram), given the wrong one."""
+    with connect(scram_server.admin_url) as conn:  # the right password works
+        assert conn.execute("select 1").fetchone() == (1,)
+    wrong = scram_server.admin_url.replace("right-password", "wrong-password")
+    with pytest.raises(CredentialsRejected, match="password authentication failed"):
+        connect(wrong)
+    result = run_cli(["db", "migrate"], env={"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": wrong})
+    assert result.returncode == 77
+    assert len(result.stderr.splitlines()) == 1
+    assert "wrong-password" not in result.stderr

@@ -6,18 +6,27 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from mock_api import DataConfig
 from retailctl.store.embedded import EmbeddedPostgres
-from tests.helpers import APPLIED_ALL, VERSIONS, postgres_processes_for, retailctl_executable, run_cli
+from tests.helpers import (
+    API_KEY,
+    APPLIED_ALL,
+    VERSIONS,
+    postgres_processes_for,
+    retailctl_executable,
+    run_cli,
+    wait_until,
+)
+from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 HOLDER = """
-import sys, time
+import sys
 from pathlib import Path
 from retailctl.store.embedded import EmbeddedPostgres
 server = EmbeddedPostgres(Path(sys.argv[1]))
@@ -27,25 +36,34 @@ server.stop()
 """
 
 
-def start_holder(data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    """A process that joins the embedded server and waits; returns it and the server URL."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(data_dir)], text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert holder.stdout is not None
-    url = holder.stdout.readline().strip()
-    assert url.startswith("postgresql://"), url
-    return holder, url
+@pytest.fixture
+def start_holder(embedded_data_dir: Path) -> Iterator[Callable[[], tuple[subprocess.Popen[str], str]]]:
+    """Start processes that join the embedded server and wait; each returns with the server URL.
+    A holder still running when the test ends is told to stop (before the cluster is deleted)."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(embedded_data_dir)], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holders.append(holder)
+        assert holder.stdout is not None
+        url = holder.stdout.readline().strip()  # printed once the server is up
+        assert url.startswith("postgresql://"), url
+        return holder, url
+
+    yield start
+    for holder in holders:
+        if holder.poll() is None:
+            holder.communicate("\n", timeout=60)
 
 
 def pgdata_of(data_dir: Path) -> str:
     return str(EmbeddedPostgres(data_dir).layout.pgdata)
 
 
-def wait_gone(pgdata: str, seconds: float = 10) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (left := postgres_processes_for(pgdata)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return left
+def wait_gone(pgdata: str, why: str = "the server to stop") -> None:
+    """Until no postgres process serves `pgdata`."""
+    wait_until(lambda: not postgres_processes_for(pgdata), 30, f"{why} (no postgres left for {pgdata})")
 
 
 def migrate_cmd(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -83,63 +101,61 @@ def test_a_cluster_of_another_major_is_refused_exit_78(cluster_of_postgres_17: P
     assert (cluster_of_postgres_17 / "PG_VERSION").read_text() == "17\n"
 
 
-def test_server_is_stopped_when_the_command_ends(data_dir: Path) -> None:
-    result = migrate_cmd(data_dir)
+def test_server_is_stopped_when_the_command_ends(embedded_data_dir: Path) -> None:
+    result = migrate_cmd(embedded_data_dir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [APPLIED_ALL]
-    assert wait_gone(pgdata_of(data_dir)) == []
-    again = migrate_cmd(data_dir)  # the data survived the stop
+    wait_gone(pgdata_of(embedded_data_dir))
+    again = migrate_cmd(embedded_data_dir)  # the data survived the stop
     assert again.stdout.splitlines() == ["schema up to date: no migration to apply"]
-    EmbeddedPostgres(data_dir).destroy()
 
 
-def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(data_dir: Path) -> None:
-    holder, _ = start_holder(data_dir)
-    pgdata = pgdata_of(data_dir)
+def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(embedded_data_dir: Path,
+                                                                   start_holder) -> None:
+    holder, _ = start_holder()
+    pgdata = pgdata_of(embedded_data_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     assert postgres_processes_for(pgdata), "the postmaster outlives its SIGKILLed client"
 
-    result = migrate_cmd(data_dir)
+    result = migrate_cmd(embedded_data_dir)
     assert result.returncode == 0, result.stderr
-    assert wait_gone(pgdata) == [], "the next command stops the server it adopted"
-    EmbeddedPostgres(data_dir).destroy()
+    wait_gone(pgdata, "the next command to stop the server it adopted")
 
 
-def test_stale_postmaster_pid_does_not_stop_the_next_command(data_dir: Path) -> None:
-    holder, _ = start_holder(data_dir)
-    pgdata = pgdata_of(data_dir)
+def test_stale_postmaster_pid_does_not_stop_the_next_command(embedded_data_dir: Path,
+                                                             start_holder) -> None:
+    holder, _ = start_holder()
+    pgdata = pgdata_of(embedded_data_dir)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     for pid in postgres_processes_for(pgdata):
         os.kill(pid, signal.SIGKILL)  # the server dies too, leaving postmaster.pid behind
-    assert wait_gone(pgdata) == []
+    wait_gone(pgdata, "the SIGKILLed server to be gone")
     pidfile = Path(pgdata) / "postmaster.pid"
     assert pidfile.exists()
     lines = pidfile.read_text().splitlines()
     lines[0] = str(os.getpid())  # and its PID now belongs to a live, unrelated process
     pidfile.write_text("\n".join(lines) + "\n")
 
-    result = migrate_cmd(data_dir)
+    result = migrate_cmd(embedded_data_dir)
     assert result.returncode == 0, result.stderr
-    assert wait_gone(pgdata) == []
-    EmbeddedPostgres(data_dir).destroy()
+    wait_gone(pgdata)
 
 
-def test_a_command_ending_does_not_stop_the_server_under_another(data_dir: Path) -> None:
-    holder, url = start_holder(data_dir)
-    try:
-        assert migrate_cmd(data_dir).returncode == 0
-        with psycopg.connect(url) as conn:  # still up for the holder
-            assert conn.execute("select count(*) from meta.schema_migrations").fetchone() == (len(VERSIONS),)
-    finally:
-        holder.communicate("\n", timeout=60)
+def test_a_command_ending_does_not_stop_the_server_under_another(embedded_data_dir: Path,
+                                                                start_holder) -> None:
+    holder, url = start_holder()
+    assert migrate_cmd(embedded_data_dir).returncode == 0
+    with psycopg.connect(url) as conn:  # still up for the holder
+        assert conn.execute("select count(*) from meta.schema_migrations").fetchone() == (len(VERSIONS),)
+    holder.communicate("\n", timeout=60)
     assert holder.returncode == 0
-    assert wait_gone(pgdata_of(data_dir)) == []
-    EmbeddedPostgres(data_dir).destroy()
+    wait_gone(pgdata_of(embedded_data_dir), "the last user to stop the server")
 
 
-def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
+def test_runs_in_crons_bare_environment(tmp_path: Path, embedded_data_dir: Path) -> None:
+    """No settings at all, so the data dir is ./data: the fixture's, deleted afterwards."""
     home = tmp_path / "home"
     home.mkdir()
     result = subprocess.run(
@@ -147,45 +163,43 @@ def test_runs_in_crons_bare_environment(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [APPLIED_ALL]
-    assert wait_gone(pgdata_of(tmp_path / "data")) == []
-    EmbeddedPostgres(tmp_path / "data").destroy()
+    wait_gone(pgdata_of(embedded_data_dir))
 
 
-def test_root_never_widens_a_home_directory(tmp_path: Path) -> None:
+def test_root_never_widens_a_home_directory(tmp_path: Path, embedded_clusters) -> None:
     """As root the cluster lives under /var/lib/retailctl; the data dir's parents keep their modes."""
     private = tmp_path / "private-home"
     private.mkdir(mode=0o700)
+    data_dir = embedded_clusters(private / "data")
     modes_before = {p: p.stat().st_mode for p in (private, tmp_path)}
-    result = migrate_cmd(private / "data")
+    result = migrate_cmd(data_dir)
     assert result.returncode == 0, result.stderr
     assert {p: p.stat().st_mode for p in modes_before} == modes_before
     if os.geteuid() == 0:
-        assert pgdata_of(private / "data").startswith("/var/lib/retailctl/embedded/")
-    EmbeddedPostgres(private / "data").destroy()
+        assert pgdata_of(data_dir).startswith("/var/lib/retailctl/embedded/")
 
 
-def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(start_mock, data_dir: Path) -> None:
-    from mock_api import FaultConfig
-    from tests.helpers import API_KEY, RETAILCTL
+def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(embedded_data_dir: Path, spawn,
+                                                                     gate: Gate) -> None:
+    def hold_page_12(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 12:
+            gate.hold()  # a chunk (pages 1-8) is durable; pages 9-11 are in the open one
+        return None
 
-    server = start_mock(sales=5_000, faults=FaultConfig(latency_ms=30))
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-           "RETAIL_API_URL": server.url, "RETAIL_API_KEY": API_KEY, "RETAIL_PAGE_SIZE": "100",
-           "RETAIL_DATA_DIR": str(data_dir)}  # no database URL: the embedded server
-    victim = subprocess.Popen([*RETAILCTL, "extract", "--entity", "sales"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    pgdata = pgdata_of(data_dir)
-    deadline = time.monotonic() + 30
-    while not list((data_dir / "bronze").rglob("*.ndjson")):  # wait until it is mid-work
-        assert time.monotonic() < deadline and victim.poll() is None
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGTERM)
-    _, stderr = victim.communicate(timeout=60)
+    with ScriptedApi(hold_page_12, DataConfig(sales=5_000)) as api:
+        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+               "RETAIL_API_URL": api.url, "RETAIL_API_KEY": API_KEY, "RETAIL_PAGE_SIZE": "100",
+               "RETAIL_DATA_DIR": str(embedded_data_dir)}  # no database URL: the embedded server
+        victim = spawn(["extract", "--entity", "sales"], env, output=True)
+        pgdata = pgdata_of(embedded_data_dir)
+        wait_until(lambda: gate.held.is_set() and list((embedded_data_dir / "bronze").rglob("*.ndjson")),
+                   60, "the extraction to be mid-work past its first chunk", alive=victim)
+        victim.send_signal(signal.SIGTERM)
+        _, stderr = victim.communicate(timeout=60)
     assert victim.returncode == 143
     assert stderr.splitlines()[-1] == "error: stopped by SIGTERM; the open transaction was rolled back"
-    assert wait_gone(pgdata) == [], "the embedded server was stopped on the way out"
-    assert not list((data_dir / "bronze").rglob("*.tmp"))
-    EmbeddedPostgres(data_dir).destroy()
+    wait_gone(pgdata, "the embedded server to be stopped on the way out")
+    assert not list((embedded_data_dir / "bronze").rglob("*.tmp"))
 
 
 def test_copied_binaries_run_where_the_venv_is_private(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from mock_api import BackgroundServer, FaultConfig
 from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
-from tests.helpers import API_KEY, RETAILCTL, run_cli
+from tests.helpers import API_KEY, run_cli, wait_until
 from tests.helpers.scripted_api import Reply, Request, ScriptedApi
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -26,9 +25,11 @@ Case = Callable[[dict[str, str], "CaseTools"], tuple[int, str]]  # -> (exit code
 class CaseTools:
     """What a case may need beyond the configured environment."""
 
-    def __init__(self, db_url: str, start_mock: Callable[..., BackgroundServer]) -> None:
+    def __init__(self, db_url: str, start_mock: Callable[..., BackgroundServer],
+                 spawn: Callable[..., subprocess.Popen[str]]) -> None:
         self.db_url = db_url
         self.start_mock = start_mock
+        self.spawn = spawn  # a child process, killed after the test if it is still running
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -103,34 +104,24 @@ def _bad_setting(env: dict[str, str], tools: CaseTools) -> tuple[int, str]:
 def _stopped_by(signum: int) -> Case:
     def case(env: dict[str, str], tools: CaseTools) -> tuple[int, str]:
         server = tools.start_mock(sales=5_000, faults=FaultConfig(latency_ms=200))
-        victim = subprocess.Popen(
-            [*RETAILCTL, "extract", "--entity", "sales"], text=True, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env={**env, "RETAIL_API_URL": server.url,
-                                         "RETAIL_PAGE_SIZE": "100"})
-        try:
-            _wait_for_connection(tools.db_url, "extract", victim)
-            victim.send_signal(signum)
-            _, stderr = victim.communicate(timeout=60)
-        finally:
-            victim.kill()
+        victim = tools.spawn(["extract", "--entity", "sales"],
+                             {**env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}, output=True)
+        wait_until(lambda: _connected(tools.db_url, "extract", victim.pid), 60,
+                   "the extract to connect: it is then inside its work", alive=victim)
+        victim.send_signal(signum)
+        _, stderr = victim.communicate(timeout=60)
         return victim.returncode, stderr
 
     return case
 
 
-def _wait_for_connection(db_url: str, application: str, process: subprocess.Popen[str]) -> None:
-    """Poll until `process` is connected under `application`: it is then inside its work."""
-    deadline = time.monotonic() + 60
+def _connected(db_url: str, application: str, pid: int) -> bool:
+    """A session of process `pid` is open under `application`."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            assert process.poll() is None, "the command ended before it could be stopped"
-            row = conn.execute("select count(*) from pg_stat_activity where application_name "
-                               "like %s and application_name like %s",
-                               (f"%{application}%", f"%{process.pid}%")).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.05)
-    raise AssertionError(f"{application} never connected")
+        row = conn.execute("select count(*) from pg_stat_activity where application_name "
+                           "like %s and application_name like %s",
+                           (f"%{application}%", f"%{pid}%")).fetchone()
+    return bool(row and row[0])
 
 
 CASES: dict[int, Case] = {
@@ -161,13 +152,18 @@ def test_every_documented_exit_code_has_a_case() -> None:
     assert documented_exit_codes() == set(CASES)
 
 
-@pytest.mark.parametrize("expected", sorted(CASES))
-def test_exit_code(expected: int, cli_env: dict[str, str], db_url: str, start_mock) -> None:
-    code, stderr = CASES[expected](cli_env, CaseTools(db_url, start_mock))
+SLOW = {3}  # builds and tests Gold with dbt
+
+
+@pytest.mark.parametrize("expected", [pytest.param(code, marks=pytest.mark.slow) if code in SLOW else code
+                                      for code in sorted(CASES)])
+def test_exit_code(expected: int, cli_env: dict[str, str], db_url: str, start_mock, spawn) -> None:
+    code, stderr = CASES[expected](cli_env, CaseTools(db_url, start_mock, spawn))
     assert code == expected, stderr
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_docs_exits_1_when_dbt_cannot_generate_them(cli_env: dict[str, str], db_url: str) -> None:
     assert run_cli(["transform"], env=cli_env).returncode == 0
     with psycopg.connect(db_url, autocommit=True) as conn:  # the fact's watermark column, gone

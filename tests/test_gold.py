@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from mock_api import DataConfig, RetailData
 from retailctl.extract import records
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
 
 FOUR_PLACES = Decimal("0.0001")
 UNIT_TESTS = ("mart_recomputes_each_touched_customer_day_in_full",

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import typer.main
 from prometheus_client.parser import text_string_to_metric_families
 
 from retailctl.cli import app
-from tests.helpers import API_KEY, RETAILCTL, run_cli
+from tests.helpers import API_KEY, RETAILCTL, VERSIONS, invoke, run_cli
 
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][A-Z0-9])")
 TALLY = re.compile(r"run ([0-9a-f-]{36}) \(cli\) succeeded in [\d.]+s: 4 steps; rows: bronze "
@@ -96,6 +96,7 @@ def env(cli_env: dict[str, str], small_api) -> dict[str, str]:  # type: ignore[n
 # -- seeing the work -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs dbt
 def test_run_all_on_a_terminal_shows_live_progress_and_closes_with_the_tally(
         env: dict[str, str], db_url: str) -> None:
     code, output = run_on_terminal(["run-all"], env)
@@ -122,6 +123,7 @@ def test_run_all_on_a_terminal_shows_live_progress_and_closes_with_the_tally(
     assert int(tally[5]) == len(nodes)  # every data test and freshness check, all passed
 
 
+@pytest.mark.slow  # runs dbt
 def test_run_all_off_a_terminal_prints_plain_lines(env: dict[str, str], db_url: str) -> None:
     first = run_cli(["run-all"], env=env)
     idle = run_cli(["run-all"], env=env)
@@ -155,6 +157,7 @@ def test_every_command_but_the_mock_server_has_json() -> None:
     assert missing == ["api serve"]
 
 
+@pytest.mark.slow  # runs dbt
 def test_json_documents_of_the_pipeline_commands(env: dict[str, str], db_url: str) -> None:
     run_all = run_cli(["run-all", "--json"], env=env)
     assert run_all.returncode == 0, run_all.stderr
@@ -192,7 +195,7 @@ def test_json_documents_of_the_pipeline_commands(env: dict[str, str], db_url: st
 
 
 def test_json_documents_of_config_schedule_and_deps(cli_env: dict[str, str], tmp_path: Path) -> None:
-    config = json.loads(run_cli(["config", "--json"], env=cli_env).stdout)
+    config = json.loads(invoke(["config", "--json"], env=cli_env).stdout)
     assert config["mode"] == "configured"
     assert config["settings"]["RETAIL_PAGE_SIZE"] == {"value": 250, "source": "default"}
     assert config["settings"]["RETAIL_HTTP_RETRIES"] == {"value": 8, "source": "environment"}
@@ -200,7 +203,7 @@ def test_json_documents_of_config_schedule_and_deps(cli_env: dict[str, str], tmp
     assert config["settings"]["RETAIL_API_KEY"] == {"value": "***", "source": "environment"}
     assert config["settings"]["RETAIL_METRICS_FILE"] == {"value": None, "source": "default"}
     assert config["settings"]["RETAIL_LOG_FORMAT"] == {"value": "text", "source": "default"}
-    cron = json.loads(run_cli(["schedule", "cron", "--json"], env=cli_env).stdout)
+    cron = json.loads(invoke(["schedule", "cron", "--json"], env=cli_env).stdout)
     assert cron["kind"] == "cron" and "run-all" in cron["text"]
     deps = run_cli(["deps", "--json"], env=cli_env)
     assert json.loads(deps.stdout) == {"installed": False}
@@ -216,9 +219,9 @@ def test_a_failure_with_json_prints_the_error_object(env: dict[str, str], comman
 
 
 def test_a_bad_setting_with_json_is_an_error_object_without_a_step(cli_env: dict[str, str]) -> None:
-    result = run_cli(["status", "--json"], env={**cli_env, "RETAIL_PAGE_SIZE": "0"})
+    result = invoke(["status", "--json"], env={**cli_env, "RETAIL_PAGE_SIZE": "0"})
     message = "RETAIL_PAGE_SIZE='0' is invalid: expected a whole number from 1 to 1000"
-    assert result.returncode == 78
+    assert result.exit_code == 78
     assert json.loads(result.stdout) == {"error": {"code": 78, "step": None, "message": message}}
     assert result.stderr == f"error: {message}\n"
 
@@ -226,6 +229,7 @@ def test_a_bad_setting_with_json_is_an_error_object_without_a_step(cli_env: dict
 # -- --quiet, --verbose, RETAIL_LOG_FORMAT=json ----------------------------------------------
 
 
+@pytest.mark.slow  # runs dbt
 def test_quiet_prints_nothing_on_success_and_still_the_error(env: dict[str, str]) -> None:
     quiet = run_cli(["--quiet", "run-all"], env=env)
     assert quiet.returncode == 0, quiet.stderr
@@ -238,6 +242,7 @@ def test_quiet_prints_nothing_on_success_and_still_the_error(env: dict[str, str]
     assert both.returncode == 2 and "choose one of them" in both.stderr
 
 
+@pytest.mark.slow  # runs dbt
 def test_verbose_adds_pages_files_nodes_and_setting_sources(env: dict[str, str]) -> None:
     result = run_cli(["--verbose", "run-all"], env=env)
     assert result.returncode == 0, result.stderr
@@ -252,6 +257,7 @@ def test_verbose_adds_pages_files_nodes_and_setting_sources(env: dict[str, str])
     assert API_KEY not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs dbt
 def test_json_log_format_makes_every_stderr_line_a_json_object(env: dict[str, str]) -> None:
     log_env = {**env, "RETAIL_LOG_FORMAT": "json"}
     result = run_cli(["run-all"], env=log_env)
@@ -280,6 +286,7 @@ def test_json_log_format_makes_every_stderr_line_a_json_object(env: dict[str, st
 DOCTOR_CHECKS = ["data dir", "api", "clock", "database", "migrations", "lock", "dbt"]
 
 
+@pytest.mark.slow  # runs dbt
 def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, str],
                                                                  data_dir: Path) -> None:
     data_dir.chmod(0o700)
@@ -300,6 +307,7 @@ def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, 
     assert code == 0 and "✓ api:" in lines_of(output)[1]
 
 
+@pytest.mark.slow  # runs dbt
 def test_doctor_fails_on_a_wrong_api_key(env: dict[str, str]) -> None:
     result = run_cli(["doctor"], env={**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     assert result.returncode == 1
@@ -310,6 +318,7 @@ def test_doctor_fails_on_a_wrong_api_key(env: dict[str, str]) -> None:
     assert code == 1 and any(line.startswith("✗ api: ") for line in lines_of(output))
 
 
+@pytest.mark.slow  # runs dbt
 def test_doctor_reports_an_unreachable_database_and_what_it_could_not_check(
         env: dict[str, str], data_dir: Path) -> None:
     result = run_cli(["doctor", "--json"],
@@ -326,13 +335,14 @@ def test_doctor_reports_an_unreachable_database_and_what_it_could_not_check(
         f"{data_dir} is readable by others (mode 0755): chmod 700 {data_dir}"
 
 
+@pytest.mark.slow  # runs dbt
 def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str, str],
                                                                   db_url: str) -> None:
     result = run_cli(["doctor"], env=env)
     assert result.returncode == 0  # pending migrations are a warning: the next command applies them
     line = next(line for line in result.stdout.splitlines() if "migrations:" in line)
-    assert line == "warn migrations: 3 of 3 pending (001_meta, 002_silver, 003_changes): the next " \
-        "command applies them (or `retailctl db migrate`)"
+    assert line == (f"warn migrations: {len(VERSIONS)} of {len(VERSIONS)} pending "
+                    f"({', '.join(VERSIONS)}): the next command applies them (or `retailctl db migrate`)")
     assert scalar(db_url, "select to_regclass('meta.schema_migrations')") is None  # read-only
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     with psycopg.connect(db_url) as conn:  # a newer retailctl migrated this database
@@ -353,6 +363,7 @@ def metrics_of(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
             for s in family.samples}
 
 
+@pytest.mark.slow  # runs dbt
 def test_metrics_textfile_after_success_failure_and_a_single_step(env: dict[str, str], db_url: str,
                                                                    tmp_path: Path) -> None:
     path = tmp_path / "textfile" / "retailctl.prom"
@@ -433,12 +444,25 @@ class PingServer:
 
 
 @pytest.fixture
-def ping_server() -> Iterator[PingServer]:
-    server = PingServer()
-    yield server
-    server.close()
+def start_ping_server() -> Iterator[Callable[..., PingServer]]:
+    """Start ping servers answering a given status; closed after the test."""
+    servers: list[PingServer] = []
+
+    def start(status: int = 200) -> PingServer:
+        servers.append(PingServer(status))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
 
 
+@pytest.fixture
+def ping_server(start_ping_server: Callable[..., PingServer]) -> PingServer:
+    return start_ping_server()
+
+
+@pytest.mark.slow  # runs dbt
 def test_pings_start_then_success_or_the_exit_code(env: dict[str, str], db_url: str,
                                                    ping_server: PingServer) -> None:
     token = str(uuid.uuid4())
@@ -460,12 +484,10 @@ def test_pings_start_then_success_or_the_exit_code(env: dict[str, str], db_url: 
     assert token not in config.stdout + config.stderr + ok.stdout + ok.stderr + failed.stderr
 
 
-def test_a_ping_server_answering_500_never_fails_the_run(env: dict[str, str]) -> None:
-    server = PingServer(status=500)
-    try:  # a single step is a run too, and pings alike
-        result = run_cli(["load"], env={**env, "RETAIL_HEALTHCHECK_URL": f"{server.url}/check"})
-    finally:
-        server.close()
+def test_a_ping_server_answering_500_never_fails_the_run(env: dict[str, str], start_ping_server) -> None:
+    server = start_ping_server(status=500)
+    # a single step is a run too, and pings alike
+    result = run_cli(["load"], env={**env, "RETAIL_HEALTHCHECK_URL": f"{server.url}/check"})
     assert result.returncode == 0, result.stderr
     assert [p for _, p, _, _ in server.received] == ["/check/start"] * 3 + ["/check"] * 3
     assert result.stderr.splitlines() == [
@@ -473,21 +495,26 @@ def test_a_ping_server_answering_500_never_fails_the_run(env: dict[str, str]) ->
         "warning: healthcheck ping (success) failed: HTTP 500 after 3 attempt(s)"]
 
 
-def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(env: dict[str, str]) -> None:
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """The URL of a port whose handshakes the kernel completes, and nobody ever reads or answers."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    yield f"http://127.0.0.1:{silent.getsockname()[1]}"
+    silent.close()
+
+
+@pytest.mark.slow  # runs dbt
+def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(env: dict[str, str],
+                                                                        silent_server: str) -> None:
     assert run_cli(["run-all"], env=env).returncode == 0  # the work done: the next run is idle
     started = time.monotonic()
     assert run_cli(["run-all"], env=env).returncode == 0
     baseline = time.monotonic() - started
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
-    try:
-        started = time.monotonic()
-        result = run_cli(["run-all"], env={
-            **env, "RETAIL_HEALTHCHECK_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/x"})
-        elapsed = time.monotonic() - started
-    finally:
-        silent.close()
+    started = time.monotonic()
+    result = run_cli(["run-all"], env={**env, "RETAIL_HEALTHCHECK_URL": f"{silent_server}/x"})
+    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert [line.split(" failed: ")[1].split(" after ")[0] for line in result.stderr.splitlines()] \
         == ["ReadTimeout", "ReadTimeout"]

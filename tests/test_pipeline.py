@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import random
+import json
 import re
 import signal
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from mock_api import DataConfig, FaultConfig, RetailData
 from retailctl.extract import records
-from tests.helpers import RETAILCTL, run_cli
+from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
+from tests.helpers import cli_resource_dir, run_cli, wait_until
+from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
+
+pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
 
 FACT_COLUMNS = ("sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
                 "product_description, item_quantity, item_amount, unit_amount, discount_perc")
@@ -127,21 +133,38 @@ def test_late_product_and_changed_email(start_mock, cli_env: dict[str, str], db_
     assert history == [(old_email[0][0], False), ("chloe.11.v1@example.com", True)]
 
 
-def test_two_runs_at_once_one_exits_75(start_mock, cli_env: dict[str, str]) -> None:
-    server = start_mock(sales=3_000, faults=FaultConfig(latency_ms=40))
-    env = {**cli_env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}
-    first = subprocess.Popen([*RETAILCTL, "run-all"], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
-    started = time.monotonic()
-    second = run_cli(["run-all"], env=env)
-    waited = time.monotonic() - started
-    first.communicate(timeout=120)
+def pipeline_lock_held(db_url: str) -> bool:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(  # advisory locks are per database; others on this server are not ours
+            "select count(*) from pg_locks where locktype = 'advisory' and classid = %s and objid = %s "
+            "and granted and database = (select oid from pg_database where datname = current_database())",
+            (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
+    return row is not None and row[0] == 1
+
+
+def test_two_runs_at_once_one_exits_75(cli_env: dict[str, str], db_url: str, spawn, gate: Gate) -> None:
+    def hold_the_first_sales_page(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 1:
+            gate.hold()  # the first run, mid-extract, holding the lock until the second is done
+        return None
+
+    with ScriptedApi(hold_the_first_sales_page, DataConfig(sales=3_000)) as api:
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+        first = spawn(["run-all"], env, output=True)
+        wait_until(lambda: gate.held.is_set() and pipeline_lock_held(db_url), 60,
+                   "the first run to hold the lock, mid-extract", alive=first)
+        started = time.monotonic()
+        second = run_cli(["run-all"], env=env)
+        waited = time.monotonic() - started
+        first_still_running = first.poll() is None
+        gate.open()
+        first.communicate(timeout=120)
     assert first.returncode == 0
     assert second.returncode == 75
     assert re.fullmatch(r"error: another retailctl run holds the lock: run-all run [0-9a-f-]{36} "
                         rf"\(pid {first.pid}, since [0-9-]+ [0-9:]+ UTC\); try again later\n",
                         second.stderr), second.stderr
+    assert first_still_running  # refused while the lock was held, not after it was released
     assert waited < 5  # start-up included; the lock itself is tried once, not waited for
 
 
@@ -160,17 +183,46 @@ def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
     assert "reconcile_sales_item_with_silver: 1 failing row(s)" in error
 
 
+def runs(db_url: str) -> dict[str, tuple[str, int]]:
+    """Every run in the history: its status and how many steps it has recorded."""
+    try:
+        return {run_id: (status, steps) for run_id, status, steps in rows(
+            db_url, "select run_id::text, status, jsonb_array_length(steps) from meta.pipeline_runs")}
+    except psycopg.errors.UndefinedTable:  # not migrated yet
+        return {}
+
+
+def sales_files(data_dir: Path) -> int:
+    return len(list((data_dir / "bronze" / "sales_customer").rglob("*.ndjson")))
+
+
+def started_and_recorded(db_url: str, earlier: set[str], steps: int) -> bool:
+    """A run not among `earlier` is running and has recorded at least `steps` steps."""
+    return any(status == "running" and recorded >= steps
+               for run_id, (status, recorded) in runs(db_url).items() if run_id not in earlier)
+
+
 def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
-        start_mock, cli_env: dict[str, str], db_url: str, reference_db_url: str, tmp_path) -> None:
+        start_mock, cli_env: dict[str, str], data_dir: Path, db_url: str, reference_db_url: str,
+        tmp_path: Path, spawn) -> None:
     chaotic = start_mock(sales=4_000, invalid_rate=0.01,
                          faults=FaultConfig(fail_rate=0.1, throttle_rate=0.05, retry_after_s=0))
     env = {**cli_env, "RETAIL_API_URL": chaotic.url, "RETAIL_PAGE_SIZE": "200",
            "RETAIL_HTTP_RETRIES": "15"}
-    rng = random.Random(11)
-    for _ in range(5):
-        victim = subprocess.Popen([*RETAILCTL, "run-all"], env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 4.0))
+    # A kill at each stage of a run: as it starts (snapshots), twice mid-sales (once a chunk of
+    # 8 pages is durable: 1,600 sales), in load, as dbt starts. `before`: the runs and sales
+    # files there were when the victim started.
+    stages: list[tuple[str, Callable[[tuple[set[str], int]], bool]]] = [
+        ("its run to start", lambda before: started_and_recorded(db_url, before[0], 0)),
+        ("a new sales file", lambda before: sales_files(data_dir) > before[1]),
+        ("another new sales file", lambda before: sales_files(data_dir) > before[1]),
+        ("its load step", lambda before: started_and_recorded(db_url, before[0], 1)),
+        ("its transform step", lambda before: started_and_recorded(db_url, before[0], 2)),
+    ]
+    for what, reached in stages:
+        before = (set(runs(db_url)), sales_files(data_dir))
+        victim = spawn(["run-all"], env)
+        wait_until(lambda: reached(before), 120, what, alive=victim)  # noqa: B023
         victim.send_signal(signal.SIGKILL)
         victim.wait()
     final = run_cli(["run-all"], env=env)
@@ -211,8 +263,6 @@ def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
 
 
 def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[str, str]) -> None:
-    import json
-
     run_all(cli_env, start_mock(sales=600, invalid_rate=0.05).url)
     report = json.loads(run_cli(["status", "--json"], env=cli_env).stdout)
     truth = [RetailData(DataConfig(sales=600, invalid_rate=0.05)).sale(k) for k in range(600)]
@@ -238,8 +288,6 @@ def test_docs_generate_writes_the_catalog_under_the_data_dir(start_mock, cli_env
     assert result.stdout.splitlines() == [f"dbt docs generated in {target}"]
     catalog = (target / "catalog.json").read_text()
     assert '"model.retail.sales_item"' in catalog and '"model.retail.mart_sales_by_customer"' in catalog
-    project = Path(subprocess.run(  # the dbt project the CLI used: the installed one
-        [RETAILCTL[0], "-c", "from retailctl.resources import resource_dir; print(resource_dir('dbt'))"],
-        capture_output=True, text=True, check=True, cwd=data_dir).stdout.strip())
+    project = cli_resource_dir("dbt", cli_env)  # the dbt project the CLI used: the installed one
     assert (project / "dbt_project.yml").exists()
     assert not (project / "target").exists() and not (project / "logs").exists()

@@ -10,18 +10,21 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
+from click.testing import Result
+from typer.testing import CliRunner
 
 from mock_api import DataConfig, RetailData
 from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+from retailctl.cli import app
 from retailctl.config import Settings, load_settings
 from retailctl.extract import EntityResult
 from retailctl.extract import extract as extract_entities
@@ -30,10 +33,38 @@ from retailctl.load import load as load_files
 from retailctl.store.db import open_database
 
 API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = ["001_meta", "002_silver", "003_changes", "003_quarantined_lines",
-            "004_changes_meta"]  # the files of schema/
+VERSIONS = ["001_meta", "002_silver", "003_changes", "004_changes_meta",
+            "005_quarantined_lines"]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
+               alive: subprocess.Popen[Any] | None = None, interval: float = 0.01) -> T:
+    """Poll `predicate` until it returns something truthy and return that: tests wait for a
+    state, never for a guessed time. Fails naming `what` after `timeout` seconds, or at once
+    when the process `alive` ends first (it cannot reach the state any more)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if alive is not None and alive.poll() is not None:
+            raise AssertionError(f"the process exited ({alive.returncode}) before {what}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
+    """The CLI in this process, for what only parses options and prints (no kill, no run).
+
+    `env` is added to this process's environment for the call (the autouse fixture has
+    already removed every RETAIL_* setting and moved to a fresh directory).
+    """
+    return CliRunner().invoke(app, args, env=env, catch_exceptions=False)
 
 
 def database_url(base_url: str, name: str) -> str:
@@ -70,6 +101,15 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
 def python_path() -> dict[str, str]:
     """PYTHONPATH as the tests run under it, for a child's environment built from scratch."""
     return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
+def cli_resource_dir(name: str, env: dict[str, str] | None = None) -> Path:
+    """The `schema` or `dbt` directory the CLI uses when run with `env`: the installed one, which
+    need not be this checkout's (a wheel install, a worktree beside an editable install)."""
+    code = f"from retailctl.resources import resource_dir; print(resource_dir({name!r}))"
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           check=True, timeout=60)
+    return Path(found.stdout.strip())
 
 
 def retailctl_executable() -> str:

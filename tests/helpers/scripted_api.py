@@ -41,6 +41,25 @@ class Request:
 Script = Callable[[Request], Reply | None]
 
 
+class Gate:
+    """Holds the requests a script hands it until the test opens it.
+
+    While a request is held, the client is known to be waiting on HTTP, between two pages:
+    the state a kill or signal test waits for (`held`) before it acts.
+    """
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self._opened = threading.Event()
+
+    def hold(self, timeout: float = 120) -> None:
+        self.held.set()
+        self._opened.wait(timeout)
+
+    def open(self) -> None:
+        self._opened.set()
+
+
 def normal_page(data: RetailData, path: str, params: dict[str, int], *, max_limit: int = 1000,
                 honour_offset: bool = True) -> tuple[int, bytes]:
     limit = params.get("limit", 100)
