@@ -107,6 +107,7 @@ def cli_resource_dir(name: str, env: dict[str, str] | None = None) -> Path:
     """The `schema` or `dbt` directory the CLI uses when run with `env`: the installed one, which
     need not be this checkout's (a wheel install, a worktree beside an editable install)."""
     code = f"from retailctl.resources import resource_dir; print(resource_dir({name!r}))"
+    env = {**python_path(), **env} if env is not None else None  # as run_cli passes it
     found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                            check=True, timeout=60)
     return Path(found.stdout.strip())
