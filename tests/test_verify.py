@@ -199,6 +199,26 @@ def test_a_deleted_fact_line_is_named_with_its_day(built: Built, copy: str) -> N
     assert result.stderr == f"error: layers disagree on 1 of {len(built.truth)} day(s): {day} (fact)\n"
 
 
+def test_with_json_a_difference_is_an_error_object_holding_the_result(built: Built,
+                                                                    copy: str) -> None:
+    sale = a_valid_sale(built, 100)
+    day = utc_day(sale["datetime"])
+    with psycopg.connect(copy) as conn:
+        conn.execute("delete from gold.sales_item where sale_id = 100 and line_no = 1")
+    result = verify(built, copy, "--json")
+    assert result.returncode == 3
+    error = orjson.loads(result.stdout)["error"]
+    message = f"layers disagree on 1 of {len(built.truth)} day(s): {day} (fact)"
+    assert (error["code"], error["step"], error["message"]) == (3, "verify", message)
+    reference = built.truth[day]
+    line_amount = records.decimal_of(sale["items"][0]["amount"])
+    assert error["details"]["ok"] is False
+    assert error["details"]["differences"] == [{
+        "day": f"{day}", "layer": "fact", "sales": reference[0] - (len(sale["items"]) == 1),
+        "lines": reference[1] - 1, "amount": f"{reference[2] - line_amount:.2f}",
+        "bronze": {"sales": reference[0], "lines": reference[1], "amount": f"{reference[2]:.2f}"}}]
+
+
 def test_a_changed_mart_amount_is_named_with_its_day(built: Built, copy: str) -> None:
     with psycopg.connect(copy) as conn:
         row = conn.execute(
@@ -286,7 +306,7 @@ def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: 
                                                                         copy: str) -> None:
     env = environment(copy, built.data_dir, None)
     waiting = ("select count(*) from pg_stat_activity where datname = current_database() "
-               "and application_name like 'retailctl verify%%' and wait_event_type = %s")
+               "and application_name like 'retailctl %%verify' and wait_event_type = %s")
     with psycopg.connect(copy) as blocker, psycopg.connect(copy, autocommit=True) as watcher:
         blocker.execute("lock table gold.mart_sales_by_customer in access exclusive mode")
         process = subprocess.Popen([*RETAILCTL, "verify"], env=env, stdout=subprocess.PIPE,
@@ -294,7 +314,7 @@ def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: 
         try:
             deadline = time.monotonic() + 60
             while watcher.execute(waiting, ("Lock",)).fetchone() != (1,):  # the mart's query waits
-                assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+                assert process.poll() is None and time.monotonic() < deadline, "verify's query never waited"
                 time.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             stdout, stderr = process.communicate(timeout=30)  # the lock is still held: cancelled

@@ -16,7 +16,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status, verify
+from retailctl import __version__, docs_server, gold, pipeline, prune, schedule, status
 from retailctl.cli import console
 from retailctl.cli.render import (
     RunView,
@@ -463,6 +463,7 @@ def verify_command(
 ) -> None:
     """Prove bronze, silver, the fact and the mart agree per day (sales, lines, amounts to the
     cent), and the source's count of sales where it reports one; exit 3 when they differ."""
+    from retailctl import verify
 
     def work() -> None:
         settings = settings_of(ctx)

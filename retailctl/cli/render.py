@@ -11,11 +11,10 @@ from retailctl import gold, pipeline
 from retailctl.cli import console
 from retailctl.errors import StepFailed, step_of
 from retailctl.load import LoadResult
-from retailctl.verify import VerifyResult
-from retailctl.verify_bronze import money
 
 if TYPE_CHECKING:
     from retailctl.doctor import Check
+    from retailctl.verify import VerifyResult
 
 
 def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
@@ -217,6 +216,7 @@ def render_doctor(checks: list[Check]) -> None:
 def render_verify(result: VerifyResult, *, as_json: bool) -> None:
     """The days that differ, layer by layer against bronze; the source's count; one verdict.
     With --json, the result is the document when all agree (else the error object's details)."""
+    from retailctl.verify_bronze import money
     if as_json:
         if result.ok:
             console.print_json(result.to_dict())
