@@ -120,7 +120,9 @@ def test_the_printed_cron_lines_run_in_crons_bare_environment_on_a_fresh_install
         outcomes.append((ran.returncode, ran.stdout, ran.stderr))
     assert outcomes == [(0, "", ""), (0, "", "")]
     written = log.read_text().splitlines()
-    assert re.fullmatch(r"run \S+ \(cron\) succeeded in \d+\.\ds", written[-2]), written
+    assert re.fullmatch(r"run \S+ \(cron\) succeeded in \d+\.\ds: 4 steps; rows: bronze \+[\d,]+, "
+                        r"silver \+[\d,]+, gold \+[\d,]+; tests: \d+ passed, 0 failed",
+                        written[-2]), written
     assert written[-1] == "deleted 0 file(s), 0.0 MB"
     with psycopg.connect(db_url) as conn:
         assert conn.execute("select trigger, status from meta.pipeline_runs").fetchall() == \
