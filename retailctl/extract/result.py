@@ -36,8 +36,10 @@ class EntityResult:
         rate = self.records / self.seconds if self.seconds > 0 else 0.0
         parts = [f"{self.entity}: {self.records} records"]
         if self.entity == "sales":
-            parts = [f"sales: {self.records} sales, {self.lines} lines",
-                     f"cursor {self.cursor_from} -> {self.cursor_to}"]
+            parts = [
+                f"sales: {self.records} sales, {self.lines} lines",
+                f"cursor {self.cursor_from} -> {self.cursor_to}",
+            ]
             parts += [f"{self.unchanged} re-read unchanged"] if self.unchanged else []
         parts += [f"{self.rejected} rejected", f"{len(self.files)} file(s)"]
         if self.inconsistent:
@@ -60,5 +62,12 @@ class EntityResult:
 def log_result(conn: psycopg.Connection, result: EntityResult) -> None:
     """The entity's line in meta.extract_log (rejects, inconsistencies, warnings)."""
     notes = [*result.warnings, *([f"failed: {result.error}"] if result.error else [])]
-    state.log_extract(conn, result.entity, result.records, result.rejected, result.inconsistent,
-                      len(result.files), "; ".join(notes))
+    state.log_extract(
+        conn,
+        result.entity,
+        result.records,
+        result.rejected,
+        result.inconsistent,
+        len(result.files),
+        "; ".join(notes),
+    )

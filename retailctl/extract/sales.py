@@ -47,9 +47,19 @@ class _Page:
     total_items: int | None  # what the source says it has: for progress only
 
 
-def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *, limit: int,
-               max_sales: int = 0, from_id: int | None = None, to_id: int | None = None,
-               lookback: int = 0, progress: Progress, warn: Warn) -> EntityResult:
+def read_sales(
+    source: SourceClient,
+    conn: psycopg.Connection,
+    bronze_dir: Path,
+    *,
+    limit: int,
+    max_sales: int = 0,
+    from_id: int | None = None,
+    to_id: int | None = None,
+    lookback: int = 0,
+    progress: Progress,
+    warn: Warn,
+) -> EntityResult:
     """Read sales from `lookback` ids before the cursor (or from `from_id`, a backfill, up to
     `to_id`) to the end of the source or `max_sales`; `conn` is in autocommit mode.
 
@@ -70,11 +80,12 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
         warn(message)
 
     if from_id is not None and moves_cursor:
-        note(f"backfill: reading sales from id {from_id} (the cursor stays at {max(cursor, 1)} "
-             "or beyond)")
+        note(f"backfill: reading sales from id {from_id} (the cursor stays at {max(cursor, 1)} or beyond)")
     elif from_id is not None:
-        note(f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
-             f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)")
+        note(
+            f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
+            f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)"
+        )
     batch = Batch(bronze_dir)
     pages_in_batch = 0
     try:
@@ -89,8 +100,7 @@ def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path,
             result.out_of_order += page.out_of_order
             result.cursor_to = page.next_start
             read = result.records + result.rejected + result.unchanged
-            progress("sales", read, result.pages,
-                     expected_sales(page.total_items, start, read, max_sales))
+            progress("sales", read, result.pages, expected_sales(page.total_items, start, read, max_sales))
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result, moves_cursor, hashes)
@@ -121,8 +131,9 @@ def expected_sales(total_items: int | None, start: int, read: int, max_sales: in
     return min(expected, max_sales) if max_sales else expected
 
 
-def _pages(source: SourceClient, start: int, limit: int, max_sales: int, to_id: int | None,
-           cursor: int, note: Warn) -> Iterator[_Page]:
+def _pages(
+    source: SourceClient, start: int, limit: int, max_sales: int, to_id: int | None, cursor: int, note: Warn
+) -> Iterator[_Page]:
     """Each page's sales at or after the start (and up to `to_id`), until the end, the cap,
     `to_id`, or a page that does not advance. Runs on the prefetch thread.
 
@@ -142,14 +153,15 @@ def _pages(source: SourceClient, start: int, limit: int, max_sales: int, to_id: 
         served = [records.sale_id_of(s) for s in items]  # None: no valid id
         # Sales before the start were read already; one without a valid id is kept, to be
         # rejected with its reason.
-        fresh = [s for s, sale_id in zip(items, served, strict=True)
-                 if sale_id is None or sale_id >= start]
+        fresh = [s for s, sale_id in zip(items, served, strict=True) if sale_id is None or sale_id >= start]
         ids = [sale_id for sale_id in served if sale_id is not None and sale_id >= start]
         if not page.items or (past_end and not ids):
             return
         if not ids:
-            note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
-                 "does not advance, stopping there")
+            note(
+                f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
+                "does not advance, stopping there"
+            )
             if fresh:
                 yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
@@ -198,15 +210,18 @@ def _write_sale(batch: Batch, sale: Any, result: EntityResult) -> None:
         result.inconsistent += 1
 
 
-def _commit_chunk(conn: psycopg.Connection, batch: Batch, result: EntityResult,
-                  moves_cursor: bool, hashes: _Hashes) -> None:
+def _commit_chunk(
+    conn: psycopg.Connection, batch: Batch, result: EntityResult, moves_cursor: bool, hashes: _Hashes
+) -> None:
     """Files first, durable; then, in one transaction, the cursor past them (unless ids before
     them are unread) and the content hashes of the sales they hold."""
     next_id = result.cursor_to
     assert next_id is not None
     result.files += batch.commit()
-    note = (f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
-            f"from id {result.cursor_from}, next id {next_id}")
+    note = (
+        f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
+        f"from id {result.cursor_from}, next id {next_id}"
+    )
     with conn.transaction():
         if moves_cursor:
             state.advance_cursor(conn, next_id, note)

@@ -52,9 +52,17 @@ def record_hash(item: dict[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).digest())
 
 
-def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Connection,
-                  bronze_dir: Path, *, limit: int, max_records: int, progress: Progress,
-                  warn: Warn) -> EntityResult:
+def read_snapshot(
+    entity: SnapshotEntity,
+    source: SourceClient,
+    conn: psycopg.Connection,
+    bronze_dir: Path,
+    *,
+    limit: int,
+    max_records: int,
+    progress: Progress,
+    warn: Warn,
+) -> EntityResult:
     """Read every page of `entity` into one bronze file, unless nothing changed.
 
     A source answer that breaks the contract fails this entity alone (`result.error`), with
@@ -81,13 +89,19 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                 raise ContractViolation(
                     f"/{entity.name}: more than {cap} records (at most twice total_items plus a "
                     "page, and RETAIL_MAX_SNAPSHOT_RECORDS); the source pages on and on, no "
-                    "snapshot written")
+                    "snapshot written"
+                )
             page_hash = hashlib.sha256(orjson.dumps(page.items)).digest()
-            keys = [item[entity.key] for item in page.items
-                    if isinstance(item, dict) and isinstance(item.get(entity.key), str)]
+            keys = [
+                item[entity.key]
+                for item in page.items
+                if isinstance(item, dict) and isinstance(item.get(entity.key), str)
+            ]
             if page_hash in page_hashes or (keys and all(k in seen for k in keys)):
-                message = (f"/{entity.name}: the page at offset {offset} repeats records already "
-                           "read (the API ignores offset?); stopping there")
+                message = (
+                    f"/{entity.name}: the page at offset {offset} repeats records already "
+                    "read (the API ignores offset?); stopping there"
+                )
                 result.warnings.append(message)
                 warn(message)
                 break
@@ -105,12 +119,14 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                 seen.add(item[entity.key])
                 content += record_hash(item)
                 batch.file(entity.name).write(
-                    {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp})
+                    {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp}
+                )
                 result.records += 1
             progress(entity.name, result.records, result.pages, page.total_items)
             offset += len(page.items)
             if len(page.items) < source.effective_limit(limit) or (
-                    page.total_items is not None and offset >= page.total_items):
+                page.total_items is not None and offset >= page.total_items
+            ):
                 complete = True
                 break
         content_hash = f"{result.records}:{content % 2**256:064x}"
@@ -120,12 +136,12 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
         result.files = batch.commit()
         with conn.transaction():
             if result.files:
-                state.put_snapshot_hash(conn, entity.name, content_hash, result.records,
-                                        result.files[0])
+                state.put_snapshot_hash(conn, entity.name, content_hash, result.records, result.files[0])
                 # a rejected record is absent from the file, yet not gone from the source
                 relative = str(Path(result.files[0]).relative_to(bronze_dir))  # as load keys it
-                state.put_snapshot_file(conn, relative, entity.name,
-                                        complete and not result.rejected, result.records)
+                state.put_snapshot_file(
+                    conn, relative, entity.name, complete and not result.rejected, result.records
+                )
             log_result(conn, result)
     except ContractViolation as exc:
         batch.abort()

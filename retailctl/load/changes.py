@@ -75,12 +75,17 @@ def mark_absent_deleted(conn: psycopg.Connection, table: SilverTable) -> int:
     """Mark deleted the keys of `table` the staged complete snapshot does not hold."""
     assert table.snapshot and len(table.key) == 1
     _index_stage(conn, table)
-    return conn.execute(sql.SQL(MARK_ABSENT_DELETED).format(
-        target=sql.Identifier("silver", table.name), stage=table.stage,
-        key=sql.Identifier(table.key[0]))).rowcount
+    return conn.execute(
+        sql.SQL(MARK_ABSENT_DELETED).format(
+            target=sql.Identifier("silver", table.name), stage=table.stage, key=sql.Identifier(table.key[0])
+        )
+    ).rowcount
 
 
 def _index_stage(conn: psycopg.Connection, table: SilverTable) -> None:
     """The anti-joins probe the stage by key (hash joins are off for a small stage)."""
-    conn.execute(sql.SQL(INDEX_STAGE).format(
-        stage=table.stage, columns=sql.SQL(", ").join(map(sql.Identifier, table.key))))
+    conn.execute(
+        sql.SQL(INDEX_STAGE).format(
+            stage=table.stage, columns=sql.SQL(", ").join(map(sql.Identifier, table.key))
+        )
+    )

@@ -94,8 +94,9 @@ def snapshot_hash(conn: psycopg.Connection, entity: str) -> str | None:
     return row[0] if row else None
 
 
-def put_snapshot_hash(conn: psycopg.Connection, entity: str, content_hash: str, records: int,
-                      path: str) -> None:
+def put_snapshot_hash(
+    conn: psycopg.Connection, entity: str, content_hash: str, records: int, path: str
+) -> None:
     conn.execute(PUT_SNAPSHOT_HASH, (entity, content_hash, records, path))
 
 
@@ -112,13 +113,19 @@ def put_sale_hashes(conn: psycopg.Connection, hashes: dict[int, bytes], lookback
     conn.execute(PRUNE_SALE_HASHES, (SALES_SOURCE, lookback))
 
 
-def put_snapshot_file(conn: psycopg.Connection, path: str, entity: str, complete: bool,
-                      records: int) -> None:
+def put_snapshot_file(conn: psycopg.Connection, path: str, entity: str, complete: bool, records: int) -> None:
     """Whether the snapshot file at `path` (below the bronze dir) holds every key of its
     entity; `load` marks the keys a complete one lacks deleted."""
     conn.execute(PUT_SNAPSHOT_FILE, (path, entity, complete, records))
 
 
-def log_extract(conn: psycopg.Connection, entity: str, records: int, rejected: int,
-                inconsistent: int, files: int, note: str) -> None:
+def log_extract(
+    conn: psycopg.Connection,
+    entity: str,
+    records: int,
+    rejected: int,
+    inconsistent: int,
+    files: int,
+    note: str,
+) -> None:
     conn.execute(LOG_EXTRACT, (entity, records, rejected, inconsistent, files, note))
