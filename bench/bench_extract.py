@@ -32,8 +32,9 @@ def bare_loop(url: str) -> tuple[float, int, int]:
     started = time.perf_counter()
     with httpx.Client(base_url=url, headers={"Authorization": API_KEY}) as client:
         while True:
-            items = orjson.loads(client.get("/sales", params={"start_sales_id": start,
-                                                              "limit": PAGE}).content)["items"]
+            items = orjson.loads(
+                client.get("/sales", params={"start_sales_id": start, "limit": PAGE}).content
+            )["items"]
             sales += len(items)
             lines += sum(len(sale["items"]) for sale in items)
             if len(items) < PAGE:
@@ -44,8 +45,13 @@ def bare_loop(url: str) -> tuple[float, int, int]:
 
 def retailctl_extract(url: str) -> tuple[float, float, int, int]:
     with scratch_database() as db_url, tempfile.TemporaryDirectory() as data_dir:
-        env = {"RETAIL_API_URL": url, "RETAIL_API_KEY": API_KEY, "RETAIL_DATABASE_URL": db_url,
-               "RETAIL_DATA_DIR": data_dir, "RETAIL_PAGE_SIZE": str(PAGE)}
+        env = {
+            "RETAIL_API_URL": url,
+            "RETAIL_API_KEY": API_KEY,
+            "RETAIL_DATABASE_URL": db_url,
+            "RETAIL_DATA_DIR": data_dir,
+            "RETAIL_PAGE_SIZE": str(PAGE),
+        }
         timed = run_timed(retailctl("extract", "--entity", "sales", "--json"), env)
         result = json.loads(timed.stdout)["entities"][0]
         return result["seconds"], timed.peak_rss_mb, result["records"], result["lines"]
@@ -65,18 +71,26 @@ def main() -> None:
         ours_s = median([o[0] for o in ours])
         sales, lines = ours[0][2], ours[0][3]
         assert sales == size == bare[0][1], (sales, size, bare[0][1])
-        row = {"sales": size, "lines": lines, "source_limit_sales_s": size / bare_s,
-               "extract_sales_s": size / ours_s, "extract_lines_s": lines / ours_s,
-               "ratio": bare_s / ours_s, "peak_rss_mb": max(o[1] for o in ours)}
+        row = {
+            "sales": size,
+            "lines": lines,
+            "source_limit_sales_s": size / bare_s,
+            "extract_sales_s": size / ours_s,
+            "extract_lines_s": lines / ours_s,
+            "ratio": bare_s / ours_s,
+            "peak_rss_mb": max(o[1] for o in ours),
+        }
         report.append(row)
-        print_table(f"extract, {size:,} sales ({lines:,} lines), page size {PAGE}, "
-                    f"median of {args.runs}", [
-            ("source limit (bare httpx+orjson)", f"{row['source_limit_sales_s']:,.0f} sales/s"),
-            ("retailctl extract", f"{row['extract_sales_s']:,.0f} sales/s"),
-            ("retailctl extract", f"{row['extract_lines_s']:,.0f} lines/s"),
-            ("extract / source limit", f"{row['ratio']:.0%}"),
-            ("peak RSS of extract", f"{row['peak_rss_mb']:.0f} MB"),
-        ])
+        print_table(
+            f"extract, {size:,} sales ({lines:,} lines), page size {PAGE}, median of {args.runs}",
+            [
+                ("source limit (bare httpx+orjson)", f"{row['source_limit_sales_s']:,.0f} sales/s"),
+                ("retailctl extract", f"{row['extract_sales_s']:,.0f} sales/s"),
+                ("retailctl extract", f"{row['extract_lines_s']:,.0f} lines/s"),
+                ("extract / source limit", f"{row['ratio']:.0%}"),
+                ("peak RSS of extract", f"{row['peak_rss_mb']:.0f} MB"),
+            ],
+        )
     print(json.dumps(report))
 
 

@@ -39,8 +39,12 @@ SCHEMA_SQL = Path(__file__).resolve().parents[1] / "schema" / "002_silver.sql"
 # tables, their keys and the sales tables' _loaded_at indexes. 002_silver.sql (squashed) also
 # has these four, which Gold's models rely on and `retailctl load` maintains; dropping them keeps
 # the figures comparable across the squash.
-NOT_IN_LIMIT = ("products_loaded_at", "customers_loaded_at", "sales_product_product_sku",
-                "sales_customer_customer_id")
+NOT_IN_LIMIT = (
+    "products_loaded_at",
+    "customers_loaded_at",
+    "sales_product_product_sku",
+    "sales_customer_customer_id",
+)
 
 
 def render_copy_data(bronze: Path) -> dict[str, bytes]:
@@ -80,14 +84,13 @@ def bare_copy(data: dict[str, bytes]) -> tuple[float, int]:
                 with conn.cursor().copy(f"copy silver.{table.name} ({columns}) from stdin") as copy:
                     blob = data[table.name]
                     for start in range(0, len(blob), 1 << 20):
-                        copy.write(blob[start:start + (1 << 20)])
+                        copy.write(blob[start : start + (1 << 20)])
         return time.perf_counter() - started, rows
 
 
 def retailctl_load(data_dir: str) -> tuple[float, float, int]:
     with scratch_database() as db_url:
-        env = {"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://unused",
-               "RETAIL_DATA_DIR": data_dir}
+        env = {"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://unused", "RETAIL_DATA_DIR": data_dir}
         run_timed(retailctl("db", "migrate"), env)
         timed = run_timed(retailctl("load", "--json"), env)
         result = json.loads(timed.stdout)
@@ -102,8 +105,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as data_dir:
         with mock_api(args.sales) as url, scratch_database() as db_url:
-            env = {"RETAIL_API_URL": url, "RETAIL_API_KEY": API_KEY, "RETAIL_DATABASE_URL": db_url,
-                   "RETAIL_DATA_DIR": data_dir, "RETAIL_PAGE_SIZE": "1000"}
+            env = {
+                "RETAIL_API_URL": url,
+                "RETAIL_API_KEY": API_KEY,
+                "RETAIL_DATABASE_URL": db_url,
+                "RETAIL_DATA_DIR": data_dir,
+                "RETAIL_PAGE_SIZE": "1000",
+            }
             run_timed(retailctl("extract"), env)
         data = render_copy_data(Path(data_dir) / "bronze")
         bare = [bare_copy(data) for _ in range(args.runs)]
@@ -112,15 +120,23 @@ def main() -> None:
     assert ours[0][2] == rows, (ours[0][2], rows)
     bare_rate = rows / median([b[0] for b in bare])
     load_rate = rows / median([o[0] for o in ours])
-    report = {"sales": args.sales, "rows": rows, "bare_copy_rows_s": bare_rate,
-              "load_rows_s": load_rate, "ratio": load_rate / bare_rate,
-              "peak_rss_mb": max(o[1] for o in ours)}
-    print_table(f"load, {args.sales:,} sales = {rows:,} rows, median of {args.runs}", [
-        ("bare COPY into keyed tables", f"{bare_rate:,.0f} rows/s"),
-        ("retailctl load", f"{load_rate:,.0f} rows/s"),
-        ("load / bare keyed COPY", f"{report['ratio']:.0%}"),
-        ("peak RSS of load", f"{report['peak_rss_mb']:.0f} MB"),
-    ])
+    report = {
+        "sales": args.sales,
+        "rows": rows,
+        "bare_copy_rows_s": bare_rate,
+        "load_rows_s": load_rate,
+        "ratio": load_rate / bare_rate,
+        "peak_rss_mb": max(o[1] for o in ours),
+    }
+    print_table(
+        f"load, {args.sales:,} sales = {rows:,} rows, median of {args.runs}",
+        [
+            ("bare COPY into keyed tables", f"{bare_rate:,.0f} rows/s"),
+            ("retailctl load", f"{load_rate:,.0f} rows/s"),
+            ("load / bare keyed COPY", f"{report['ratio']:.0%}"),
+            ("peak RSS of load", f"{report['peak_rss_mb']:.0f} MB"),
+        ],
+    )
     print(json.dumps(report))
 
 

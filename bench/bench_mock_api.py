@@ -1,6 +1,6 @@
 """How fast the bundled mock API serves a 1000-sale page (target: under 50 ms; issue 7: 20 ms).
 
-    python bench/bench_mock_api.py [--sales 1000000] [--requests 50]
+python bench/bench_mock_api.py [--sales 1000000] [--requests 50]
 """
 
 from __future__ import annotations

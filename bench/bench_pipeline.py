@@ -35,14 +35,18 @@ INCREMENT = 1_000
 def measure(sales: int, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {"sales": sales}
     with tempfile.TemporaryDirectory() as data_dir, scratch_database() as db_url:
-        env = {"RETAIL_API_KEY": API_KEY, "RETAIL_DATABASE_URL": db_url,
-               "RETAIL_DATA_DIR": data_dir, "RETAIL_PAGE_SIZE": PAGE, "RETAIL_TRIGGER": "bench"}
+        env = {
+            "RETAIL_API_KEY": API_KEY,
+            "RETAIL_DATABASE_URL": db_url,
+            "RETAIL_DATA_DIR": data_dir,
+            "RETAIL_PAGE_SIZE": PAGE,
+            "RETAIL_TRIGGER": "bench",
+        }
         with mock_api(sales) as url:
             env["RETAIL_API_URL"] = url
             out["source_limit_s"] = median([bare_loop(url)[0] for _ in range(runs)])
             timed = run_timed(retailctl("extract", "--json"), env)
-            sales_result = next(e for e in json.loads(timed.stdout)["entities"]
-                                if e["entity"] == "sales")
+            sales_result = next(e for e in json.loads(timed.stdout)["entities"] if e["entity"] == "sales")
             out["extract_s"], out["extract_rss_mb"] = sales_result["seconds"], timed.peak_rss_mb
             out["lines"] = sales_result["lines"]
         copy_data = render_copy_data(Path(data_dir) / "bronze")
@@ -56,8 +60,7 @@ def measure(sales: int, runs: int) -> dict[str, Any]:
         with mock_api(sales + INCREMENT) as url:
             env["RETAIL_API_URL"] = url
             out["increment_s"] = run_timed(retailctl("run-all"), env).seconds
-            out["idle_s"] = median([run_timed(retailctl("run-all"), env).seconds
-                                    for _ in range(runs)])
+            out["idle_s"] = median([run_timed(retailctl("run-all"), env).seconds for _ in range(runs)])
     return out
 
 
@@ -68,28 +71,37 @@ def report(m: dict[str, Any]) -> None:
     copy_limit = rows / m["copy_limit_s"]
     load = rows / m["load_s"]
     end_to_end = sales / (m["extract_s"] + m["load_s"])
-    m.update(source_limit_sales_s=source, extract_sales_s=extract, copy_limit_rows_s=copy_limit,
-             load_rows_s=load, extract_load_sales_s=end_to_end)
-    print_table(f"retailctl pipeline, {sales:,} sales ({lines:,} lines, {rows:,} silver rows)", [
-        ("1 source limit (bare httpx+orjson)", f"{source:,.0f} sales/s"),
-        ("2 extract", f"{extract:,.0f} sales/s"),
-        ("  extract", f"{lines / m['extract_s']:,.0f} lines/s"),
-        ("  extract / source limit", f"{extract / source:.0%}"),
-        ("  extract peak RSS", f"{m['extract_rss_mb']:.0f} MB"),
-        ("3 COPY limit (bare, keyed tables)", f"{copy_limit:,.0f} rows/s"),
-        ("4 load", f"{load:,.0f} rows/s"),
-        ("  load / COPY limit", f"{load / copy_limit:.0%}"),
-        ("  load peak RSS", f"{m['load_rss_mb']:.0f} MB"),
-        ("  extract + load end to end", f"{end_to_end:,.0f} sales/s"),
-        ("5 transform from empty", f"{m['transform_s']:.1f} s"),
-        (f"  hourly run-all, +{INCREMENT:,} sales", f"{m['increment_s']:.1f} s"),
-        ("6 idle run-all (nothing new)", f"{m['idle_s']:.2f} s"),
-    ])
+    m.update(
+        source_limit_sales_s=source,
+        extract_sales_s=extract,
+        copy_limit_rows_s=copy_limit,
+        load_rows_s=load,
+        extract_load_sales_s=end_to_end,
+    )
+    print_table(
+        f"retailctl pipeline, {sales:,} sales ({lines:,} lines, {rows:,} silver rows)",
+        [
+            ("1 source limit (bare httpx+orjson)", f"{source:,.0f} sales/s"),
+            ("2 extract", f"{extract:,.0f} sales/s"),
+            ("  extract", f"{lines / m['extract_s']:,.0f} lines/s"),
+            ("  extract / source limit", f"{extract / source:.0%}"),
+            ("  extract peak RSS", f"{m['extract_rss_mb']:.0f} MB"),
+            ("3 COPY limit (bare, keyed tables)", f"{copy_limit:,.0f} rows/s"),
+            ("4 load", f"{load:,.0f} rows/s"),
+            ("  load / COPY limit", f"{load / copy_limit:.0%}"),
+            ("  load peak RSS", f"{m['load_rss_mb']:.0f} MB"),
+            ("  extract + load end to end", f"{end_to_end:,.0f} sales/s"),
+            ("5 transform from empty", f"{m['transform_s']:.1f} s"),
+            (f"  hourly run-all, +{INCREMENT:,} sales", f"{m['increment_s']:.1f} s"),
+            ("6 idle run-all (nothing new)", f"{m['idle_s']:.2f} s"),
+        ],
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sales", type=int, action="append")
     parser.add_argument("--runs", type=int, default=3, help="medians of this many, where cheap")
     parser.add_argument("--json-out", type=Path, default=Path("bench/results/pipeline.json"))

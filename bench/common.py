@@ -40,9 +40,23 @@ def mock_api(sales: int, extra: Sequence[str] = ()) -> Iterator[str]:
     """`retailctl api serve` in its own process, so it never shares a GIL with what we measure."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "retailctl", "api", "serve", "--port", str(port), "--sales",
-         str(sales), "--api-key", API_KEY, *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "retailctl",
+            "api",
+            "serve",
+            "--port",
+            str(port),
+            "--sales",
+            str(sales),
+            "--api-key",
+            API_KEY,
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -80,8 +94,13 @@ def run_timed(args: Sequence[str], env: dict[str, str]) -> Timed:
     with tempfile.TemporaryDirectory() as scratch:
         peak_file = os.path.join(scratch, "peak")
         started = time.perf_counter()
-        process = subprocess.run(list(args), env={**os.environ, **env, "PEAK_RSS_FILE": peak_file},
-                                 capture_output=True, text=True, check=False)
+        process = subprocess.run(
+            list(args),
+            env={**os.environ, **env, "PEAK_RSS_FILE": peak_file},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - started
         if process.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed ({process.returncode}): {process.stderr.strip()}")

@@ -54,8 +54,9 @@ class MockConfig:
 
 
 def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status_code, headers=headers,
-                    media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status_code, headers=headers, media_type="application/json"
+    )
 
 
 class FaultInjection:
@@ -67,8 +68,9 @@ class FaultInjection:
         self.rng = random.Random(seed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]) \
-                or scope["path"].startswith(ADMIN_PREFIX):  # a test's own controls never fail
+        if (
+            scope["type"] != "http" or is_public(scope["path"]) or scope["path"].startswith(ADMIN_PREFIX)
+        ):  # a test's own controls never fail
             await self.app(scope, receive, send)
             return
         faults = self.faults
@@ -76,8 +78,9 @@ class FaultInjection:
             await asyncio.sleep(faults.latency_ms / 1000)
         roll = self.rng.random()
         if roll < faults.throttle_rate:
-            response = json_response({"detail": "Too Many Requests"}, 429,
-                                     {"Retry-After": str(faults.retry_after_s)})
+            response = json_response(
+                {"detail": "Too Many Requests"}, 429, {"Retry-After": str(faults.retry_after_s)}
+            )
         elif roll < faults.throttle_rate + faults.fail_rate:
             status = self.rng.choice((500, 503))
             response = json_response({"detail": "Injected failure"}, status)
@@ -91,9 +94,14 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
     config = config or MockConfig()
     data = RetailData(config.data)
     expected = config.api_key.encode()
-    app = FastAPIOffline(title="retailctl mock retail API", version="1.0",
-                         description="Deterministic demo data in the original project's API contract.",
-                         docs_url="/docs", redoc_url=None, static_url=DOCS_ASSETS)
+    app = FastAPIOffline(
+        title="retailctl mock retail API",
+        version="1.0",
+        description="Deterministic demo data in the original project's API contract.",
+        docs_url="/docs",
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
+    )
 
     @app.middleware("http")
     async def require_key(request: Request, call_next: Any) -> Response:
@@ -111,13 +119,13 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
     @app.get("/products")
     async def products(limit: Limit = 100, offset: Offset = 0) -> Response:
         listed = data.listed_products()
-        items = [data.product(i) for i in listed[offset:offset + limit]]
+        items = [data.product(i) for i in listed[offset : offset + limit]]
         return json_response({"items": items, "total_items": len(listed)})
 
     @app.get("/customers")
     async def customers(limit: Limit = 100, offset: Offset = 0) -> Response:
         listed = data.listed_customers()
-        items = [data.customer(i) for i in listed[offset:offset + limit]]
+        items = [data.customer(i) for i in listed[offset : offset + limit]]
         return json_response({"items": items, "total_items": len(listed)})
 
     @app.get("/sales")
@@ -135,8 +143,9 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
         """Correct `count` published sales: another customer, another day, a line removed or
         a quantity changed, in turn."""
         done = data.correct(count, window)
-        return json_response({"round": data.rounds - 1, "corrected": [
-            {"id": c.sale_id, "kind": c.kind} for c in done]})
+        return json_response(
+            {"round": data.rounds - 1, "corrected": [{"id": c.sale_id, "kind": c.kind} for c in done]}
+        )
 
     @app.post(ADMIN_PREFIX + "delist", tags=[ADMIN_TAG])
     async def delist(
@@ -145,11 +154,12 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
     ) -> Response:
         """Delist exactly this many products and customers (a seeded choice; 0 relists all)."""
         data.delist(products=products, customers=customers)
-        return json_response({
-            "delisted_products": [data.product(i)["product_sku"] for i in data.delisted_products()],
-            "delisted_customers": [data.customer(i)["customer_id"]
-                                   for i in data.delisted_customers()],
-        })
+        return json_response(
+            {
+                "delisted_products": [data.product(i)["product_sku"] for i in data.delisted_products()],
+                "delisted_customers": [data.customer(i)["customer_id"] for i in data.delisted_customers()],
+            }
+        )
 
     if config.faults != FaultConfig():
         app.add_middleware(FaultInjection, faults=config.faults, seed=config.data.seed)

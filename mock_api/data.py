@@ -23,15 +23,49 @@ from typing import Any, NamedTuple
 
 CENT = Decimal("0.01")
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-OFFSETS = [timezone(timedelta(hours=h, minutes=m)) for h, m in
-           ((0, 0), (1, 0), (2, 0), (-5, 0), (5, 30), (-3, 0), (9, 0))]
+OFFSETS = [
+    timezone(timedelta(hours=h, minutes=m))
+    for h, m in ((0, 0), (1, 0), (2, 0), (-5, 0), (5, 30), (-3, 0), (9, 0))
+]
 DISCOUNTS = (Decimal(0), Decimal(0), Decimal(0), Decimal("0.05"), Decimal("0.10"), Decimal("0.25"))
-ADJECTIVES = ("Classic", "Organic", "Crème", "Smoky", "Jalapeño", "Nordic", "Deluxe", "Tiny",
-              "Crunchy", "Señorita", "Golden", "Zesty")
-NOUNS = ("Coffee Beans", "Tea", "Chocolate", "Crisps", "Salsa", "Olive Oil", "Pasta", "Müsli",
-         "Soap", "Candle", "Notebook", "Socks")
-SUPPLIERS = ("Müller GmbH", "Sørensen A/S", "Acme Foods", "Nakamura 株式会社", "Łódź Trading",
-             "Blue Harbor Ltd", "Café do Brasil", "Green Valley Co")
+ADJECTIVES = (
+    "Classic",
+    "Organic",
+    "Crème",
+    "Smoky",
+    "Jalapeño",
+    "Nordic",
+    "Deluxe",
+    "Tiny",
+    "Crunchy",
+    "Señorita",
+    "Golden",
+    "Zesty",
+)
+NOUNS = (
+    "Coffee Beans",
+    "Tea",
+    "Chocolate",
+    "Crisps",
+    "Salsa",
+    "Olive Oil",
+    "Pasta",
+    "Müsli",
+    "Soap",
+    "Candle",
+    "Notebook",
+    "Socks",
+)
+SUPPLIERS = (
+    "Müller GmbH",
+    "Sørensen A/S",
+    "Acme Foods",
+    "Nakamura 株式会社",
+    "Łódź Trading",
+    "Blue Harbor Ltd",
+    "Café do Brasil",
+    "Green Valley Co",
+)
 FIRST_NAMES = ("ana", "bjorn", "chloe", "dmitri", "elif", "femi", "guo", "hana", "ines", "jose")
 DOMAINS = ("example.com", "mail.test", "correo.example", "post.example")
 # What a correction does to a sale; a round hands them out in turn, so a round of 4 or more
@@ -135,10 +169,15 @@ class RetailData:
         emails = [f"{name}@{rng.choice(DOMAINS)}" for _ in range(rng.randint(0, 3))]
         if self.config.customer_version and i % 10 == 0:
             emails = [f"{name}.v{self.config.customer_version}@example.com", *emails[:1]]
-        phones = [f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
-                  for _ in range(rng.randint(0, 3))]
-        record: dict[str, Any] = {"customer_id": self._customer_ids[i], "emails": emails,
-                                  "phone_numbers": phones}
+        phones = [
+            f"+{rng.randint(1, 99)} {rng.randint(100, 999)} {rng.randint(1000, 9999)}"
+            for _ in range(rng.randint(0, 3))
+        ]
+        record: dict[str, Any] = {
+            "customer_id": self._customer_ids[i],
+            "emails": emails,
+            "phone_numbers": phones,
+        }
         if i % 7 == 0:
             record["loyalty_tier"] = rng.choice(("bronze", "silver", "gold"))  # an extra field
         if self._broken("customer", i):
@@ -203,10 +242,12 @@ class RetailData:
         draft, rng = self._draft(k)
         items = []
         for line in draft.lines:
-            amount = (self._unit_amounts[line.product] * line.quantity * (1 - line.discount)
-                      ).quantize(CENT, rounding=ROUND_HALF_UP)
-            items.append({"product_sku": f"SKU-{line.product + 1:05d}",
-                          "quantity": line.quantity, "amount": amount})
+            amount = (self._unit_amounts[line.product] * line.quantity * (1 - line.discount)).quantize(
+                CENT, rounding=ROUND_HALF_UP
+            )
+            items.append(
+                {"product_sku": f"SKU-{line.product + 1:05d}", "quantity": line.quantity, "amount": amount}
+            )
         total = sum((item["amount"] for item in items), Decimal(0))
         if draft.inconsistent:
             total += CENT
@@ -231,11 +272,14 @@ class RetailData:
             moment = EPOCH + timedelta(seconds=(k + rng.random()) * config.seconds_per_sale)
         else:  # a live sale: stamped when it appeared
             moment = datetime.fromtimestamp(
-                self.started + (k - config.sales + 1) * 60 / config.live_rate_per_min, UTC)
+                self.started + (k - config.sales + 1) * 60 / config.live_rate_per_min, UTC
+            )
         if rng.random() < config.backdated_rate:
             moment -= timedelta(days=rng.randint(2, 6))
-        lines = [_Line(rng.randrange(config.products), rng.randint(1, 5), rng.choice(DISCOUNTS))
-                 for _ in range(rng.randint(1, 5))]
+        lines = [
+            _Line(rng.randrange(config.products), rng.randint(1, 5), rng.choice(DISCOUNTS))
+            for _ in range(rng.randint(1, 5))
+        ]
         inconsistent = bool(config.inconsistent_rate) and rng.random() < config.inconsistent_rate
         offset = rng.choice(OFFSETS)
         draft = _Draft(moment, rng.randrange(config.customers), lines, inconsistent, offset)
@@ -245,8 +289,7 @@ class RetailData:
 
     # -- corrections --------------------------------------------------------------------
 
-    def correct(self, count: int, window: int | None = None, *, end: int | None = None
-                ) -> list[Correction]:
+    def correct(self, count: int, window: int | None = None, *, end: int | None = None) -> list[Correction]:
         """One more round: correct `count` sales among the last `window` (None: any) of the
         first `end` sales (default: all available now). Seeded by (seed, round)."""
         end = self.sale_count() if end is None else end

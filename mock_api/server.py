@@ -13,8 +13,7 @@ from mock_api.app import MockConfig, create_app
 
 def serve(config: MockConfig, host: str = "127.0.0.1", port: int = 4010) -> None:
     """Serve until interrupted (`retailctl api serve`)."""
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning",
-                access_log=False)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
 
 
 class BackgroundServer:
@@ -25,12 +24,11 @@ class BackgroundServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.url = f"http://{host}:{self._socket.getsockname()[1]}"
-        uv_config = uvicorn.Config(create_app(config), log_level="warning", access_log=False,
-                                   lifespan="off")
+        uv_config = uvicorn.Config(create_app(config), log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(uv_config)
-        self._thread = threading.Thread(target=self._server.run,
-                                        kwargs={"sockets": [self._socket]},
-                                        name="mock-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="mock-api", daemon=True
+        )
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

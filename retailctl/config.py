@@ -80,8 +80,9 @@ def _postgres_url(raw: str) -> str:
     try:
         params = conninfo_to_dict(raw)
     except ProgrammingError:  # its message may quote the password: not shown
-        raise ValueError("not a connection URL libpq accepts (check its percent-encoding and "
-                         "query parameters)") from None
+        raise ValueError(
+            "not a connection URL libpq accepts (check its percent-encoding and query parameters)"
+        ) from None
     if not params.get("dbname"):
         raise ValueError("names no database: add it as the path, postgresql://host/<database>")
     for port in str(params.get("port") or "5432").split(","):
@@ -134,45 +135,113 @@ class SettingSpec:
 
 
 SETTING_SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec("data_dir", "RETAIL_DATA_DIR", "./data", _path,
-                "Bronze files, dbt state and the embedded database live here."),
-    SettingSpec("database_url", "RETAIL_DATABASE_URL", None, _postgres_url,
-                "Postgres URL; unset = embedded PostgreSQL under the data dir.", secret=True),
-    SettingSpec("api_url", "RETAIL_API_URL", None, _http_url,
-                "Base URL of the retail API; unset (with no database URL) = demo mock API."),
-    SettingSpec("api_key", "RETAIL_API_KEY", None, _text,
-                "Key sent in the Authorization header.", secret=True),
-    SettingSpec("page_size", "RETAIL_PAGE_SIZE", 250, _positive_int(1000),
-                "Records asked for per API page (the original API allows 250)."),
-    SettingSpec("http_timeout", "RETAIL_HTTP_TIMEOUT", 30.0, _positive_float,
-                "Seconds before an API request times out (and is retried)."),
-    SettingSpec("http_retries", "RETAIL_HTTP_RETRIES", 6, _positive_int(50),
-                "Attempts per API request before giving up with exit 69."),
-    SettingSpec("max_sales_per_run", "RETAIL_MAX_SALES_PER_RUN", 0, _non_negative_int,
-                "Stop extracting sales after this many in one run (0 = no cap)."),
-    SettingSpec("max_response_mb", "RETAIL_MAX_RESPONSE_MB", 64, _positive_int(4096),
-                "Largest API response body accepted, decoded, in MB (larger: retried, then failed)."),
-    SettingSpec("max_snapshot_records", "RETAIL_MAX_SNAPSHOT_RECORDS", 5_000_000,
-                _positive_int(1_000_000_000),
-                "Most records a customers or products snapshot may hold (and at most twice "
-                "its total_items plus a page)."),
-    SettingSpec("trigger", "RETAIL_TRIGGER", "cli", _trigger,
-                "Who started the run, recorded in meta.pipeline_runs."),
-    SettingSpec("log_format", "RETAIL_LOG_FORMAT", "text", _log_format,
-                "text, or json: every stderr line one JSON object, for log shippers."),
-    SettingSpec("metrics_file", "RETAIL_METRICS_FILE", None, _file_path,
-                "Write Prometheus metrics here after every run (node_exporter textfile, *.prom)."),
-    SettingSpec("healthcheck_url", "RETAIL_HEALTHCHECK_URL", None, _http_url,
-                "Dead-man's-switch ping URL (healthchecks.io style); its path is a secret.",
-                secret=True),
+    SettingSpec(
+        "data_dir",
+        "RETAIL_DATA_DIR",
+        "./data",
+        _path,
+        "Bronze files, dbt state and the embedded database live here.",
+    ),
+    SettingSpec(
+        "database_url",
+        "RETAIL_DATABASE_URL",
+        None,
+        _postgres_url,
+        "Postgres URL; unset = embedded PostgreSQL under the data dir.",
+        secret=True,
+    ),
+    SettingSpec(
+        "api_url",
+        "RETAIL_API_URL",
+        None,
+        _http_url,
+        "Base URL of the retail API; unset (with no database URL) = demo mock API.",
+    ),
+    SettingSpec(
+        "api_key", "RETAIL_API_KEY", None, _text, "Key sent in the Authorization header.", secret=True
+    ),
+    SettingSpec(
+        "page_size",
+        "RETAIL_PAGE_SIZE",
+        250,
+        _positive_int(1000),
+        "Records asked for per API page (the original API allows 250).",
+    ),
+    SettingSpec(
+        "http_timeout",
+        "RETAIL_HTTP_TIMEOUT",
+        30.0,
+        _positive_float,
+        "Seconds before an API request times out (and is retried).",
+    ),
+    SettingSpec(
+        "http_retries",
+        "RETAIL_HTTP_RETRIES",
+        6,
+        _positive_int(50),
+        "Attempts per API request before giving up with exit 69.",
+    ),
+    SettingSpec(
+        "max_sales_per_run",
+        "RETAIL_MAX_SALES_PER_RUN",
+        0,
+        _non_negative_int,
+        "Stop extracting sales after this many in one run (0 = no cap).",
+    ),
+    SettingSpec(
+        "sales_lookback",
+        "RETAIL_SALES_LOOKBACK",
+        5000,
+        _non_negative_int,
+        "Sale ids before the cursor read again each run, for corrections (0 = none).",
+    ),
+    SettingSpec(
+        "max_response_mb",
+        "RETAIL_MAX_RESPONSE_MB",
+        64,
+        _positive_int(4096),
+        "Largest API response body accepted, decoded, in MB (larger: retried, then failed).",
+    ),
+    SettingSpec(
+        "max_snapshot_records",
+        "RETAIL_MAX_SNAPSHOT_RECORDS",
+        5_000_000,
+        _positive_int(1_000_000_000),
+        "Most records a customers or products snapshot may hold (and at most twice "
+        "its total_items plus a page).",
+    ),
+    SettingSpec(
+        "trigger", "RETAIL_TRIGGER", "cli", _trigger, "Who started the run, recorded in meta.pipeline_runs."
+    ),
+    SettingSpec(
+        "log_format",
+        "RETAIL_LOG_FORMAT",
+        "text",
+        _log_format,
+        "text, or json: every stderr line one JSON object, for log shippers.",
+    ),
+    SettingSpec(
+        "metrics_file",
+        "RETAIL_METRICS_FILE",
+        None,
+        _file_path,
+        "Write Prometheus metrics here after every run (node_exporter textfile, *.prom).",
+    ),
+    SettingSpec(
+        "healthcheck_url",
+        "RETAIL_HEALTHCHECK_URL",
+        None,
+        _http_url,
+        "Dead-man's-switch ping URL (healthchecks.io style); its path is a secret.",
+        secret=True,
+    ),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in SETTING_SPECS}
 ENV_FILE_VARIABLE = "RETAIL_ENV_FILE"
 # RETAIL_* names that are not settings but are legitimately in an environment: the env file's
 # own variable, the test suite's and the benchmarks' servers, and the variables retailctl sets
 # for dbt's profile (RETAIL_DBT_*, see gold.dbt_environment).
-NON_SETTING_NAMES = frozenset({ENV_FILE_VARIABLE, "RETAIL_TEST_DATABASE_URL",
-                               "RETAIL_BENCH_DATABASE_URL"})
+NON_SETTING_NAMES = frozenset({ENV_FILE_VARIABLE, "RETAIL_TEST_DATABASE_URL", "RETAIL_BENCH_DATABASE_URL"})
 NON_SETTING_PREFIXES = ("RETAIL_DBT_",)
 
 
@@ -187,6 +256,7 @@ class Settings:
     http_retries: int
     max_sales_per_run: int
     max_response_mb: int
+    sales_lookback: int
     max_snapshot_records: int
     trigger: str
     log_format: str = "text"
@@ -213,8 +283,10 @@ class Settings:
                 "demo data into a real warehouse; set RETAIL_API_URL and RETAIL_API_KEY"
             )
         if self.api_url is None:
-            raise ConfigError("RETAIL_API_URL is not set: set it (and RETAIL_API_KEY), or run "
-                              "the command line in demo mode, which starts the bundled mock API")
+            raise ConfigError(
+                "RETAIL_API_URL is not set: set it (and RETAIL_API_KEY), or run "
+                "the command line in demo mode, which starts the bundled mock API"
+            )
         if self.api_key is None:
             raise ConfigError("RETAIL_API_KEY is not set: the API at RETAIL_API_URL needs a key")
 
@@ -360,12 +432,17 @@ def reject_unknown_names(names: Iterable[str], where: str) -> None:
     """A misspelt setting is an error, not a silent default (RETAIL_DATABSE_URL…)."""
     known = [spec.env for spec in SETTING_SPECS]
     for name in sorted(names):
-        if not name.startswith("RETAIL_") or name in known or name in NON_SETTING_NAMES \
-                or name.startswith(NON_SETTING_PREFIXES):
+        if (
+            not name.startswith("RETAIL_")
+            or name in known
+            or name in NON_SETTING_NAMES
+            or name.startswith(NON_SETTING_PREFIXES)
+        ):
             continue
         # compared without the prefix all share, which would make every name look close
-        close = difflib.get_close_matches(name.removeprefix("RETAIL_"),
-                                          [env.removeprefix("RETAIL_") for env in known], n=1)
+        close = difflib.get_close_matches(
+            name.removeprefix("RETAIL_"), [env.removeprefix("RETAIL_") for env in known], n=1
+        )
         hint = f"did you mean RETAIL_{close[0]}?" if close else "`retailctl config` lists the settings"
         raise ConfigError(f"unknown setting {name} in {where}: {hint}")
 

@@ -38,5 +38,6 @@ def open_server(directory: Path, host: str, port: int) -> DocsServer:
         return DocsServer((host, port), handler)
     except OSError as exc:
         reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StepFailed(f"cannot serve the docs on {host}:{port}: {reason}; "
-                         "choose another with --port") from None
+        raise StepFailed(
+            f"cannot serve the docs on {host}:{port}: {reason}; choose another with --port"
+        ) from None

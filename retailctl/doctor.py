@@ -110,11 +110,15 @@ def check_api(settings: Settings) -> tuple[Check, float | None]:
         return Check("api", FAIL, f"{settings.api_url} unreachable: {type(exc).__name__}: {exc}"), None
     server_date = _date_of(response)
     if response.status_code in (401, 403):
-        return Check("api", FAIL, f"{settings.api_url} rejected the key (HTTP {response.status_code}):"
-                                  " check RETAIL_API_KEY"), server_date
+        return Check(
+            "api",
+            FAIL,
+            f"{settings.api_url} rejected the key (HTTP {response.status_code}): check RETAIL_API_KEY",
+        ), server_date
     if response.status_code != 200:
-        return Check("api", FAIL, f"GET {settings.api_url}/products answered HTTP "
-                                  f"{response.status_code}"), server_date
+        return Check(
+            "api", FAIL, f"GET {settings.api_url}/products answered HTTP {response.status_code}"
+        ), server_date
     try:
         page = parse_page("/products", response.content)
     except ContractViolation as exc:
@@ -147,8 +151,11 @@ def _database_checks(settings: Settings) -> list[Check]:
         with open_database(settings, run_migrations=False) as database:
             return check_database(database)
     except RetailctlError as exc:
-        return [Check("database", FAIL, str(exc)), Check("migrations", SKIP, "no database"),
-                Check("lock", SKIP, "no database")]
+        return [
+            Check("database", FAIL, str(exc)),
+            Check("migrations", SKIP, "no database"),
+            Check("lock", SKIP, "no database"),
+        ]
 
 
 def check_database(database: Database) -> list[Check]:
@@ -160,13 +167,16 @@ def _server(conn: psycopg.Connection) -> Check:
     """The server's version, and that retailctl may create or owns its schemas."""
     version, user, dbname, can_create, superuser = conn.execute(SERVER).fetchone()  # type: ignore[misc]
     owned = dict(conn.execute(SCHEMA_OWNERSHIP, (list(SCHEMAS),)).fetchall())
-    lacking = [name for name in SCHEMAS
-               if not superuser and not owned.get(name, can_create)]
+    lacking = [name for name in SCHEMAS if not superuser and not owned.get(name, can_create)]
     where = f"PostgreSQL {version}, database {dbname} as {user}"
     if lacking:
-        return Check("database", FAIL, f"{where}: cannot create or change schema(s) "
-                     f"{', '.join(lacking)}: grant CREATE on database {dbname} to {user}, "
-                     "or make it the owner of those schemas")
+        return Check(
+            "database",
+            FAIL,
+            f"{where}: cannot create or change schema(s) "
+            f"{', '.join(lacking)}: grant CREATE on database {dbname} to {user}, "
+            "or make it the owner of those schemas",
+        )
     how = "superuser" if superuser else "owns or may create schemas meta, silver, gold"
     return Check("database", OK, f"{where} ({how})")
 
@@ -182,17 +192,23 @@ def check_migrations(conn: psycopg.Connection) -> Check:
             recorded = dict(conn.execute(RECORDED_VERSIONS).fetchall())
         check_recorded(recorded, migrations, sources)
     except psycopg.errors.UndefinedColumn:  # a table from before checksums were recorded
-        return Check("migrations", FAIL, "meta.schema_migrations has no checksums: the database "
-                     "was made by a pre-release retailctl")
+        return Check(
+            "migrations",
+            FAIL,
+            "meta.schema_migrations has no checksums: the database was made by a pre-release retailctl",
+        )
     except MigrationError as exc:
         return Check("migrations", FAIL, str(exc))
     pending = [migration.version for migration in migrations if migration.version not in recorded]
     if pending:
-        return Check("migrations", WARN, f"{len(pending)} of {len(migrations)} pending "
-                     f"({', '.join(pending)}): the next command applies them "
-                     "(or `retailctl db migrate`)")
-    return Check("migrations", OK,
-                 f"all {len(migrations)} applied (latest {migrations[-1].version})")
+        return Check(
+            "migrations",
+            WARN,
+            f"{len(pending)} of {len(migrations)} pending "
+            f"({', '.join(pending)}): the next command applies them "
+            "(or `retailctl db migrate`)",
+        )
+    return Check("migrations", OK, f"all {len(migrations)} applied (latest {migrations[-1].version})")
 
 
 def _lock(conn: psycopg.Connection) -> Check:

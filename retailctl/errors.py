@@ -102,11 +102,14 @@ def from_os_error(exc: OSError) -> RetailctlError:
     where = f": {exc.filename}" if exc.filename else ""
     reason = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return DataDirNotWritable(f"cannot write{where} ({reason}); RETAIL_DATA_DIR must be a "
-                                  "directory this user can write")
+        return DataDirNotWritable(
+            f"cannot write{where} ({reason}); RETAIL_DATA_DIR must be a directory this user can write"
+        )
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFailed(f"no space left{where} ({reason}); free space under RETAIL_DATA_DIR "
-                             "(`retailctl bronze prune`) and run again")
+        return StorageFailed(
+            f"no space left{where} ({reason}); free space under RETAIL_DATA_DIR "
+            "(`retailctl bronze prune`) and run again"
+        )
     return StorageFailed(f"file system error{where} ({reason})")
 
 

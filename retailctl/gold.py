@@ -117,10 +117,14 @@ class _NodeEvents:
             with self._lock:
                 self.done += finished
                 event = NodeEvent(
-                    command=self.command, name=info.node_name, kind=info.resource_type,
-                    status=info.node_status if finished else "started", done=self.done,
+                    command=self.command,
+                    name=info.node_name,
+                    kind=info.resource_type,
+                    status=info.node_status if finished else "started",
+                    done=self.done,
                     total=self.total,
-                    seconds=float(msg.data.run_result.execution_time) if finished else None)
+                    seconds=float(msg.data.run_result.execution_time) if finished else None,
+                )
             self.on_node(event)
 
 
@@ -161,8 +165,16 @@ class DbtPaths:
         profile.chmod(FILE_MODE)
 
     def flags(self) -> list[str]:
-        return ["--project-dir", str(self.project), "--profiles-dir", str(self.profiles),
-                "--target-path", str(self.target), "--log-path", str(self.logs)]
+        return [
+            "--project-dir",
+            str(self.project),
+            "--profiles-dir",
+            str(self.profiles),
+            "--target-path",
+            str(self.target),
+            "--log-path",
+            str(self.logs),
+        ]
 
 
 @contextlib.contextmanager
@@ -192,8 +204,9 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def invoke(settings: Settings, database_url: str, args: Sequence[str],
-           on_node: OnNode | None = None) -> DbtResult:
+def invoke(
+    settings: Settings, database_url: str, args: Sequence[str], on_node: OnNode | None = None
+) -> DbtResult:
     """One dbt command, in this process, with a fresh runner; never two at once. `on_node`
     hears each node start and finish as dbt runs it."""
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
@@ -205,9 +218,9 @@ def invoke(settings: Settings, database_url: str, args: Sequence[str],
         paths.write_profile()
         # retailctl renders results itself; dbt's own log goes to its file under the data dir
         outcome = dbtRunner(callbacks=callbacks).invoke(
-            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"])
-    result = DbtResult(command=" ".join(args), success=outcome.success,
-                       seconds=time.monotonic() - started)
+            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"]
+        )
+    result = DbtResult(command=" ".join(args), success=outcome.success, seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
         raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
     if outcome.exception is not None:
@@ -238,8 +251,13 @@ def _node(node_result: Any) -> NodeResult:
     )
 
 
-def transform(settings: Settings, database_url: str, select: str = "all",
-              full_refresh: bool = False, on_node: OnNode | None = None) -> list[DbtResult]:
+def transform(
+    settings: Settings,
+    database_url: str,
+    select: str = "all",
+    full_refresh: bool = False,
+    on_node: OnNode | None = None,
+) -> list[DbtResult]:
     """The snapshot, then core (dims and the fact), then the mart; stops at a failure.
 
     `full_refresh` rebuilds the incremental models from silver (after a change of shape).
@@ -257,8 +275,12 @@ def transform(settings: Settings, database_url: str, select: str = "all",
     return results
 
 
-def test(settings: Settings, database_url: str, checked_since: datetime | None = None,
-         on_node: OnNode | None = None) -> list[DbtResult]:
+def test(
+    settings: Settings,
+    database_url: str,
+    checked_since: datetime | None = None,
+    on_node: OnNode | None = None,
+) -> list[DbtResult]:
     """dbt data and unit tests, then source freshness (see `raise_for_failures`).
 
     With `checked_since`, the fact's and the mart's tests check only the rows written since:
@@ -267,10 +289,16 @@ def test(settings: Settings, database_url: str, checked_since: datetime | None =
     """
     args = ["test"]
     if checked_since is not None:
-        args += ["--vars", json.dumps({"checked_since": checked_since.isoformat()}),
-                 "--exclude", "test_type:unit"]
-    return [invoke(settings, database_url, args, on_node),
-            invoke(settings, database_url, ["source", "freshness"], on_node)]
+        args += [
+            "--vars",
+            json.dumps({"checked_since": checked_since.isoformat()}),
+            "--exclude",
+            "test_type:unit",
+        ]
+    return [
+        invoke(settings, database_url, args, on_node),
+        invoke(settings, database_url, ["source", "freshness"], on_node),
+    ]
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:
@@ -314,6 +342,8 @@ def docs(settings: Settings, database_url: str) -> DbtResult:
     by `docs_server`, not `dbt docs serve`."""
     result = invoke(settings, database_url, ["docs", "generate"])
     if not result.success:
-        raise StepFailed("dbt docs generate failed: see the dbt log under the data dir "
-                         f"({DbtPaths.for_settings(settings).logs})")
+        raise StepFailed(
+            "dbt docs generate failed: see the dbt log under the data dir "
+            f"({DbtPaths.for_settings(settings).logs})"
+        )
     return result

@@ -17,8 +17,15 @@ ATTEMPTS = 3
 BODY_LIMIT = 10_000  # healthchecks.io keeps the first 100 kB of a body; a line or two is enough
 
 
-def ping(url: str, suffix: str = "", *, body: str = "", run_id: str | None = None,
-         budget_s: float = BUDGET_S, attempts: int = ATTEMPTS) -> str | None:
+def ping(
+    url: str,
+    suffix: str = "",
+    *,
+    body: str = "",
+    run_id: str | None = None,
+    budget_s: float = BUDGET_S,
+    attempts: int = ATTEMPTS,
+) -> str | None:
     """POST `body` to `url` + `suffix`; None when the server took it, else why not (one line).
 
     Connection errors, timeouts and 5xx answers are retried while the budget lasts; `run_id`
@@ -36,8 +43,12 @@ def ping(url: str, suffix: str = "", *, body: str = "", run_id: str | None = Non
                 break
             tried += 1
             try:
-                response = client.post(target, params=params, content=body[:BODY_LIMIT].encode(),
-                                       timeout=httpx.Timeout(min(ATTEMPT_TIMEOUT_S, remaining)))
+                response = client.post(
+                    target,
+                    params=params,
+                    content=body[:BODY_LIMIT].encode(),
+                    timeout=httpx.Timeout(min(ATTEMPT_TIMEOUT_S, remaining)),
+                )
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__
             else:

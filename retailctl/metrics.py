@@ -76,8 +76,13 @@ def families(outcome: RunOutcome, figures: Figures | None) -> list[Any]:
     """This run's metric families (prometheus_client's), what it could measure only."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    def gauge(name: str, doc: str, value: float | None = None, labels: Iterable[str] = (),
-              samples: Iterable[tuple[list[str], float]] = ()) -> GaugeMetricFamily | None:
+    def gauge(
+        name: str,
+        doc: str,
+        value: float | None = None,
+        labels: Iterable[str] = (),
+        samples: Iterable[tuple[list[str], float]] = (),
+    ) -> GaugeMetricFamily | None:
         family = GaugeMetricFamily(name, doc, labels=list(labels) or None)
         if value is not None:
             family.add_metric([], value)
@@ -86,35 +91,59 @@ def families(outcome: RunOutcome, figures: Figures | None) -> list[Any]:
         return family if family.samples else None
 
     found = [
-        gauge("retailctl_last_exit_code", "Exit code of the last run (0 = success).",
-              outcome.exit_code),
-        gauge("retailctl_last_run_timestamp_seconds", "When the last run ended (Unix time).",
-              outcome.finished_at),
-        gauge("retailctl_run_duration_seconds", "Wall time of the last run that took the lock.",
-              outcome.run_seconds),
-        gauge("retailctl_step_duration_seconds",
-              "Seconds the step took the last time it ran (0 when skipped: nothing new).",
-              labels=["step"], samples=[([step], s) for step, s in outcome.step_seconds.items()]),
+        gauge("retailctl_last_exit_code", "Exit code of the last run (0 = success).", outcome.exit_code),
+        gauge(
+            "retailctl_last_run_timestamp_seconds",
+            "When the last run ended (Unix time).",
+            outcome.finished_at,
+        ),
+        gauge(
+            "retailctl_run_duration_seconds",
+            "Wall time of the last run that took the lock.",
+            outcome.run_seconds,
+        ),
+        gauge(
+            "retailctl_step_duration_seconds",
+            "Seconds the step took the last time it ran (0 when skipped: nothing new).",
+            labels=["step"],
+            samples=[([step], s) for step, s in outcome.step_seconds.items()],
+        ),
     ]
     if figures is not None:
         found += [
-            gauge("retailctl_last_success_timestamp_seconds",
-                  "When the last successful run ended (Unix time).", figures.last_success),
-            gauge("retailctl_rows", "Rows per table of the Silver and Gold layers.",
-                  labels=["layer", "table"],
-                  samples=[([layer, table], n) for (layer, table), n in figures.rows.items()]),
+            gauge(
+                "retailctl_last_success_timestamp_seconds",
+                "When the last successful run ended (Unix time).",
+                figures.last_success,
+            ),
+            gauge(
+                "retailctl_rows",
+                "Rows per table of the Silver and Gold layers.",
+                labels=["layer", "table"],
+                samples=[([layer, table], n) for (layer, table), n in figures.rows.items()],
+            ),
             gauge("retailctl_sales_cursor", "The next sale id extract reads.", figures.sales_cursor),
-            gauge("retailctl_gold_freshness_seconds",
-                  "Age of the newest silver data Gold was built from.", figures.gold_freshness),
-            gauge("retailctl_gold_built_timestamp_seconds", "When Gold was last built (Unix time).",
-                  figures.gold_built),
+            gauge(
+                "retailctl_gold_freshness_seconds",
+                "Age of the newest silver data Gold was built from.",
+                figures.gold_freshness,
+            ),
+            gauge(
+                "retailctl_gold_built_timestamp_seconds",
+                "When Gold was last built (Unix time).",
+                figures.gold_built,
+            ),
         ]
-        rejected = CounterMetricFamily("retailctl_rejected_records",
-                                       "Source records rejected into bronze/_rejected, ever.",
-                                       value=figures.rejected_records)
-        inconsistent = CounterMetricFamily("retailctl_inconsistent_sales",
-                                           "Sales whose total differs from their lines, ever.",
-                                           value=figures.inconsistent_sales)
+        rejected = CounterMetricFamily(
+            "retailctl_rejected_records",
+            "Source records rejected into bronze/_rejected, ever.",
+            value=figures.rejected_records,
+        )
+        inconsistent = CounterMetricFamily(
+            "retailctl_inconsistent_sales",
+            "Sales whose total differs from their lines, ever.",
+            value=figures.inconsistent_sales,
+        )
         found += [rejected, inconsistent]
     return [family for family in found if family is not None]
 
@@ -129,8 +158,9 @@ def merge(new: list[Any], old: list[Any]) -> list[Any]:
             merged.append(family)
             continue
         have = {(s.name, tuple(sorted(s.labels.items()))) for s in current.samples}
-        current.samples += [s for s in family.samples
-                            if (s.name, tuple(sorted(s.labels.items()))) not in have]
+        current.samples += [
+            s for s in family.samples if (s.name, tuple(sorted(s.labels.items()))) not in have
+        ]
     return merged
 
 
@@ -163,4 +193,3 @@ def write(path: Path, outcome: RunOutcome, figures: Figures | None) -> None:
     registry.register(_Snapshot(found))  # type: ignore[arg-type]
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
-

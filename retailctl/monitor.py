@@ -47,8 +47,9 @@ class Monitor(RunObserver):
         try:
             self.figures = metrics.collect(conn)
         except (psycopg.Error, OSError) as exc:
-            self._warn(f"metrics: could not read the database's figures ({exc}); "
-                      "the previous values are kept")
+            self._warn(
+                f"metrics: could not read the database's figures ({exc}); the previous values are kept"
+            )
 
     def finish(self, exit_code: int, message: str = "") -> None:
         """Report the end of the command with the code it exits with.

@@ -191,8 +191,9 @@ def silver_loaded_at(conn: psycopg.Connection) -> datetime | None:
 
 
 @contextlib.contextmanager
-def tracked_run(settings: Settings, database: Database, label: str,
-                observer: RunObserver | None = None) -> Iterator[_History]:
+def tracked_run(
+    settings: Settings, database: Database, label: str, observer: RunObserver | None = None
+) -> Iterator[_History]:
     """Hold the pipeline lock and keep this run's history row for the block; a failure is
     recorded (redacted) against the step in progress, marked with that step and re-raised."""
     observer = observer or RunObserver()
@@ -222,8 +223,9 @@ def tracked_run(settings: Settings, database: Database, label: str,
 
 
 @contextlib.contextmanager
-def single_step(settings: Settings, database: Database, step: str,
-                observer: RunObserver | None = None) -> Iterator[None]:
+def single_step(
+    settings: Settings, database: Database, step: str, observer: RunObserver | None = None
+) -> Iterator[None]:
     """One step run on its own (`retailctl load`, an Airflow task): locked, and in the history."""
     with tracked_run(settings, database, step, observer) as history:
         history.begin(step)
@@ -231,8 +233,7 @@ def single_step(settings: Settings, database: Database, step: str,
         history.record(StepRecord(step, "success", history.elapsed()))
 
 
-def run_all(settings: Settings, database: Database, *,
-            observer: RunObserver | None = None) -> RunResult:
+def run_all(settings: Settings, database: Database, *, observer: RunObserver | None = None) -> RunResult:
     """Run every step once under the pipeline lock; raises the first step's error."""
     observer = observer or RunObserver()
     with tracked_run(settings, database, "run-all", observer) as history:
@@ -240,14 +241,22 @@ def run_all(settings: Settings, database: Database, *,
     return history.run
 
 
-def run_tests(settings: Settings, database: Database, conn: psycopg.Connection, *,
-              changed: bool, on_node: gold.OnNode | None = None) -> list[gold.DbtResult]:
+def run_tests(
+    settings: Settings,
+    database: Database,
+    conn: psycopg.Connection,
+    *,
+    changed: bool,
+    on_node: gold.OnNode | None = None,
+) -> list[gold.DbtResult]:
     """dbt tests: every row, or (`changed`) the rows written since the last passing test run
     started. A passing run is remembered, with the silver state it saw."""
     missing = [name for (name,) in conn.execute(MISSING_MODELS, (list(GOLD_MODELS),))]
     if missing:  # dbt would fail every test of a missing model, in hundreds of lines
-        raise StepFailed(f"Gold is not built yet (no gold.{missing[0]}): run `retailctl transform` "
-                         "first, or `retailctl run-all`")
+        raise StepFailed(
+            f"Gold is not built yet (no gold.{missing[0]}): run `retailctl transform` "
+            "first, or `retailctl run-all`"
+        )
     row = conn.execute(LAST_PASSING_TEST).fetchone() if changed else None
     since = row[0] if row else None
     started = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
@@ -258,15 +267,24 @@ def run_tests(settings: Settings, database: Database, conn: psycopg.Connection, 
     return results
 
 
-def _steps(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
-           observer: RunObserver) -> None:
+def _steps(
+    settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
+) -> None:
     on_step = observer.step_done
     history.begin("extract")
     extracted = extract(settings, database, progress=observer.extract_progress, warn=observer.warn)
     failed = [e for e in extracted if e.error]
-    history.record(StepRecord("extract", "failed" if failed else "success", history.elapsed(), {
-        e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
-        for e in extracted}))
+    history.record(
+        StepRecord(
+            "extract",
+            "failed" if failed else "success",
+            history.elapsed(),
+            {
+                e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
+                for e in extracted
+            },
+        )
+    )
     on_step("extract", extracted)
     partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
     try:
@@ -277,10 +295,17 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
     history.begin("load")
     loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
     failure = loaded.failure()
-    history.record(StepRecord("load", "failed" if failure else "success", history.elapsed(),
-                              {t.table: {"inserted": t.inserted, "updated": t.updated,
-                                         "quarantined": t.quarantined}
-                               for t in loaded.tables.values()}))
+    history.record(
+        StepRecord(
+            "load",
+            "failed" if failure else "success",
+            history.elapsed(),
+            {
+                t.table: {"inserted": t.inserted, "updated": t.updated, "quarantined": t.quarantined}
+                for t in loaded.tables.values()
+            },
+        )
+    )
     on_step("load", loaded)
     if failure:
         partial.append(("load", f"{failure}: {[*loaded.errors, *loaded.quarantined][0]}"))
@@ -291,8 +316,9 @@ def _steps(settings: Settings, database: Database, conn: psycopg.Connection, his
         raise error
 
 
-def _gold(settings: Settings, database: Database, conn: psycopg.Connection, history: _History,
-          observer: RunObserver) -> None:
+def _gold(
+    settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
+) -> None:
     """Transform and test, unless nothing reached silver since Gold was built and tested."""
     on_step = observer.step_done
     newest = silver_loaded_at(conn)
@@ -306,14 +332,21 @@ def _gold(settings: Settings, database: Database, conn: psycopg.Connection, hist
     history.begin("transform")
     transformed = gold.transform(settings, database.url, on_node=observer.dbt_node)
     conn.execute(SAVE_GOLD_STATE, ("transform", newest, None))
-    history.record(StepRecord("transform", "success", history.elapsed(), {
-        node.name: node.rows_affected for result in transformed for node in result.nodes}))
+    history.record(
+        StepRecord(
+            "transform",
+            "success",
+            history.elapsed(),
+            {node.name: node.rows_affected for result in transformed for node in result.nodes},
+        )
+    )
     on_step("transform", transformed)
 
     history.begin("test")
     tested = run_tests(settings, database, conn, changed=True, on_node=observer.dbt_node)
     failures = gold.failure_lines(tested)
-    history.record(StepRecord("test", "failed" if failures else "success", history.elapsed(),
-                              {"failed": failures}))
+    history.record(
+        StepRecord("test", "failed" if failures else "success", history.elapsed(), {"failed": failures})
+    )
     on_step("test", tested)
     gold.raise_for_failures(tested)

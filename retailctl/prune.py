@@ -30,8 +30,9 @@ class PruneResult:
     bytes: int = 0
 
 
-def prune(conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *,
-          dry_run: bool = False) -> PruneResult:
+def prune(
+    conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *, dry_run: bool = False
+) -> PruneResult:
     """Delete loaded files written before now - older_than; never an unloaded or rejected one.
 
     Manifest rows stay: they are the load history, and a pruned file is never listed again.

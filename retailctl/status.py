@@ -15,8 +15,7 @@ from retailctl.store import state
 from retailctl.store.lock import lock_holder
 from retailctl.store.migrations import migration_files, pending
 
-GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
-               "customers_snapshot")
+GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer", "customers_snapshot")
 RECENT_RUNS = """
 select run_id, trigger, started_at, finished_at, status, error,
        extract(epoch from finished_at - started_at) as seconds
@@ -56,8 +55,10 @@ def schema_problem(conn: psycopg.Connection) -> str | None:
     if missing and len(missing) == len(migration_files()):
         return "not initialised; run `retailctl db migrate` or `retailctl run-all`"
     if missing:
-        return (f"schema not up to date ({len(missing)} migration(s) pending); run "
-                "`retailctl db migrate` or `retailctl run-all`")
+        return (
+            f"schema not up to date ({len(missing)} migration(s) pending); run "
+            "`retailctl db migrate` or `retailctl run-all`"
+        )
     return None
 
 
@@ -70,11 +71,15 @@ def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[s
     columns = ("run_id", "trigger", "started_at", "finished_at", "status", "error", "seconds")
     return {
         "initialised": True,
-        "cursor": {"next_sales_id": cursor.next_sales_id, "last_run_ts": cursor.last_run_ts,
-                   "note": cursor.note},
+        "cursor": {
+            "next_sales_id": cursor.next_sales_id,
+            "last_run_ts": cursor.last_run_ts,
+            "note": cursor.note,
+        },
         "lock_holder": lock_holder(conn),  # a LockHolder (JSON: its fields) or None
-        "runs": [dict(zip(columns, row, strict=True))
-                 for row in conn.execute(RECENT_RUNS, (runs,)).fetchall()],
+        "runs": [
+            dict(zip(columns, row, strict=True)) for row in conn.execute(RECENT_RUNS, (runs,)).fetchall()
+        ],
         "bronze_files": bronze_files(bronze_dir),
         "silver_rows": {table.name: count_rows(conn, "silver", table.name) for table in TABLES},
         "gold_rows": {table: count_rows(conn, "gold", table) for table in GOLD_TABLES},

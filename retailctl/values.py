@@ -25,8 +25,7 @@ MAX_SALE_ID = INT8_MAX - 1  # the cursor, the next id to read, is a bigint too
 MONEY_DIGITS = 15  # a JSON number with more significant digits may have been rounded by a float
 MONEY_LIMIT = 10**15
 # RFC 3339 as PostgreSQL reads it exactly: microseconds at most, offsets up to ±15:59.
-DATETIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
+DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # text holds no NUL; UTF-8 no lone surrogate
 
 
@@ -38,8 +37,11 @@ def text_problem(value: Any, max_chars: int = MAX_TEXT_CHARS) -> str | None:
     found = _UNSTORABLE.search(value)
     if found:
         character = found.group()
-        return ("contains a NUL character" if character == "\x00"
-                else f"contains a lone surrogate (U+{ord(character):04X})")
+        return (
+            "contains a NUL character"
+            if character == "\x00"
+            else f"contains a lone surrogate (U+{ord(character):04X})"
+        )
     return None
 
 
@@ -77,7 +79,8 @@ def integer_problem(value: Any, low: int, high: int) -> str | None:
 def money_problem(value: Any) -> str | None:
     """A non-negative amount, below MONEY_LIMIT, that its JSON number states exactly."""
     if not (is_integer(value) or isinstance(value, float)) or (
-            isinstance(value, float) and not math.isfinite(value)):
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         return "not a number"
     if value < 0:
         return "negative"

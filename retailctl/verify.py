@@ -63,8 +63,7 @@ group by day
 ROOM_TO_AGGREGATE = "select set_config('work_mem', '128MB', false), set_config('jit', 'off', false)"
 TABLE_EXISTS = "select to_regclass(%s) is not null"
 LOADED_SALES_FILES = "select path from meta.loaded_files where entity = 'sales_customer'"
-GOLD_LAYERS = {"fact": ("gold.sales_item", FACT_BY_DAY),
-               "mart": ("gold.mart_sales_by_customer", MART_BY_DAY)}
+GOLD_LAYERS = {"fact": ("gold.sales_item", FACT_BY_DAY), "mart": ("gold.mart_sales_by_customer", MART_BY_DAY)}
 
 
 def _day_order(day: Day) -> tuple[bool, date]:
@@ -79,8 +78,12 @@ class Difference:
     reference: Figures  # bronze's
 
     def to_dict(self) -> dict[str, Any]:
-        return {"day": self.day, "layer": self.layer, **self.figures.to_dict(),
-                "bronze": self.reference.to_dict()}
+        return {
+            "day": self.day,
+            "layer": self.layer,
+            **self.figures.to_dict(),
+            "bronze": self.reference.to_dict(),
+        }
 
 
 @dataclass
@@ -101,7 +104,8 @@ class VerifyResult:
             Difference(day, layer, figures.get(day, Figures()), self.reference.get(day, Figures()))
             for layer, figures in self.layers.items()
             for day in sorted(set(self.reference) | set(figures), key=_day_order)
-            if figures.get(day, Figures()).key() != self.reference.get(day, Figures()).key()]
+            if figures.get(day, Figures()).key() != self.reference.get(day, Figures()).key()
+        ]
 
     @property
     def days(self) -> list[date]:
@@ -111,8 +115,9 @@ class VerifyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.differences and not (self.missing and self.reference) \
-            and self.source.status != "differ"
+        return (
+            not self.differences and not (self.missing and self.reference) and self.source.status != "differ"
+        )
 
     def total(self, days: dict[Day, Figures]) -> Figures:
         total = Figures()
@@ -126,16 +131,21 @@ class VerifyResult:
         """One line: what agrees, or every problem found."""
         if self.ok:
             total = self.total(self.reference)
-            return (f"all {len(self.days)} days agree across bronze, silver, fact and mart: "
-                    f"{total.sales} sales, {total.lines} lines, {money(total.amount)}")
+            return (
+                f"all {len(self.days)} days agree across bronze, silver, fact and mart: "
+                f"{total.sales} sales, {total.lines} lines, {money(total.amount)}"
+            )
         problems = []
         differing = sorted({d.day for d in self.differences if d.day is not None})
         if differing:
-            named = [f"{day} ({', '.join(d.layer for d in self.differences if d.day == day)})"
-                     for day in differing[:MAX_DAYS_NAMED]]
+            named = [
+                f"{day} ({', '.join(d.layer for d in self.differences if d.day == day)})"
+                for day in differing[:MAX_DAYS_NAMED]
+            ]
             more = f" and {len(differing) - MAX_DAYS_NAMED} more" if len(differing) > MAX_DAYS_NAMED else ""
-            problems.append(f"layers disagree on {len(differing)} of {len(self.days)} day(s): "
-                            f"{', '.join(named)}{more}")
+            problems.append(
+                f"layers disagree on {len(differing)} of {len(self.days)} day(s): {', '.join(named)}{more}"
+            )
         orphans = self.layers.get("silver", {}).get(None)
         if orphans:
             problems.append(f"silver holds {orphans.lines} line(s) whose sale has no header")
@@ -153,8 +163,10 @@ class VerifyResult:
             "days": len(self.days),
             "differences": [d.to_dict() for d in self.differences],
             "missing": self.missing,
-            "totals": {"bronze": self.total(self.reference).to_dict(),
-                       **{name: self.total(days).to_dict() for name, days in self.layers.items()}},
+            "totals": {
+                "bronze": self.total(self.reference).to_dict(),
+                **{name: self.total(days).to_dict() for name, days in self.layers.items()},
+            },
             "source": self.source.to_dict(),
             "bronze_files": self.bronze_files,
             "pruned_files": self.pruned_files,
@@ -185,11 +197,20 @@ def verify(database: Database, settings: Settings, since: date | None = None) ->
         pruned = _pruned_file_days(conn, settings.bronze_dir)
         source = verify_source.check(conn, settings, rejected_sale_ids(settings.bronze_dir))
     return VerifyResult(
-        since=since, reference=scan.days, layers=aggregates.layers, missing=aggregates.missing,
-        source=source, bronze_files=scan.files, pruned_files=len(pruned),
+        since=since,
+        reference=scan.days,
+        layers=aggregates.layers,
+        missing=aggregates.missing,
+        source=source,
+        bronze_files=scan.files,
+        pruned_files=len(pruned),
         complete_since=max(pruned) + timedelta(days=1) if pruned else None,
-        seconds={"bronze": round(bronze_seconds, 3), "database": round(aggregates.seconds, 3),
-                 "total": round(time.monotonic() - started, 3)})
+        seconds={
+            "bronze": round(bronze_seconds, 3),
+            "database": round(aggregates.seconds, 3),
+            "total": round(time.monotonic() - started, 3),
+        },
+    )
 
 
 class _Aggregates:
@@ -225,8 +246,10 @@ class _Aggregates:
                 if not _exists(conn, table):
                     self.missing.append(f"{layer}: {table} does not exist (run `retailctl transform`)")
                     continue
-                self.layers[layer] = {day: Figures(sales, lines, amount)
-                                      for day, sales, lines, amount in conn.execute(query, self.params)}
+                self.layers[layer] = {
+                    day: Figures(sales, lines, amount)
+                    for day, sales, lines, amount in conn.execute(query, self.params)
+                }
         self.seconds = time.monotonic() - started
 
     def cancel(self) -> None:

@@ -100,8 +100,11 @@ def scan_bronze(bronze_dir: Path, since: date | None = None) -> BronzeScan:
 
 
 def _files_by_name(bronze_dir: Path, dataset: str) -> dict[str, Path]:
-    return {path.name: path for path in dataset_files(bronze_dir, dataset)
-            if parse_file_name(path.name) is not None}
+    return {
+        path.name: path
+        for path in dataset_files(bronze_dir, dataset)
+        if parse_file_name(path.name) is not None
+    }
 
 
 def _records(path: Path, bronze_dir: Path) -> Iterator[Any]:
@@ -112,18 +115,25 @@ def _records(path: Path, bronze_dir: Path) -> Iterator[Any]:
             try:
                 yield loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise BronzeFileError(f"{path.relative_to(bronze_dir)}: line {number}: "
-                                      f"not valid JSON: {exc.msg}") from None
+                raise BronzeFileError(
+                    f"{path.relative_to(bronze_dir)}: line {number}: not valid JSON: {exc.msg}"
+                ) from None
 
 
-def _bad_record(path: Path, bronze_dir: Path, fields: tuple[str, ...], what: str
-                ) -> BronzeFileError:
+def _bad_record(path: Path, bronze_dir: Path, fields: tuple[str, ...], what: str) -> BronzeFileError:
     """The first line that lacks a field (or else the file), named."""
-    number = next((n for n, record in enumerate(_records(path, bronze_dir), start=1)
-                   if not isinstance(record, dict) or not all(f in record for f in fields)), None)
+    number = next(
+        (
+            n
+            for n, record in enumerate(_records(path, bronze_dir), start=1)
+            if not isinstance(record, dict) or not all(f in record for f in fields)
+        ),
+        None,
+    )
     where = f"line {number}" if number else "a line"
-    return BronzeFileError(f"{path.relative_to(bronze_dir)}: {where}: not a {what} "
-                           f"({', '.join(fields)} of the right types)")
+    return BronzeFileError(
+        f"{path.relative_to(bronze_dir)}: {where}: not a {what} ({', '.join(fields)} of the right types)"
+    )
 
 
 class _UtcDays:
@@ -140,7 +150,8 @@ class _UtcDays:
     def __call__(self, moment: str) -> date:
         # 2026-01-01T05:30:00+01:00 or 2026-01-01T05:30:00Z: key 2026-01-01T05+01:00
         whole_hour = (len(moment) == 25 and moment.endswith("00")) or (
-            len(moment) == 20 and moment.endswith("Z"))
+            len(moment) == 20 and moment.endswith("Z")
+        )
         if not whole_hour:
             return datetime.fromisoformat(moment).astimezone(UTC).date()
         key = moment[:13] + moment[19:]
@@ -164,13 +175,13 @@ def _sale_days(path: Path, bronze_dir: Path, utc_day: _UtcDays) -> tuple[dict[in
     except (KeyError, TypeError):
         raise _bad_record(path, bronze_dir, ("id", "datetime"), "sale header") from None
     except ValueError as exc:
-        raise BronzeFileError(f"{path.relative_to(bronze_dir)}: a datetime is not ISO-8601: "
-                              f"{exc}") from None
+        raise BronzeFileError(f"{path.relative_to(bronze_dir)}: a datetime is not ISO-8601: {exc}") from None
     return found, len(found) < count
 
 
-def _line_amounts(path: Path, bronze_dir: Path, claimed: dict[int, date], repeated: bool
-                  ) -> dict[date, list[Any]]:
+def _line_amounts(
+    path: Path, bronze_dir: Path, claimed: dict[int, date], repeated: bool
+) -> dict[date, list[Any]]:
     """The line amounts of the claimed sales, per day; with repeated sales, the last line of
     each (sale id, line no) only, as in load."""
     amounts: dict[date, list[Any]] = {}
@@ -181,8 +192,11 @@ def _line_amounts(path: Path, bronze_dir: Path, claimed: dict[int, date], repeat
                 if day is not None:
                     amounts.setdefault(day, []).append(record["amount"])
             return amounts
-        last = {(r["sale_id"], r["line_no"]): r["amount"] for r in _records(path, bronze_dir)
-                if r["sale_id"] in claimed}
+        last = {
+            (r["sale_id"], r["line_no"]): r["amount"]
+            for r in _records(path, bronze_dir)
+            if r["sale_id"] in claimed
+        }
     except (KeyError, TypeError):
         raise _bad_record(path, bronze_dir, ("sale_id", "line_no", "amount"), "sale line") from None
     for (sale_id, _), amount in last.items():
@@ -194,8 +208,7 @@ def _sum(amounts: list[Any], path: Path, bronze_dir: Path) -> Decimal:
     """Exact: each distinct number once, through its shortest repr (a float's is the source's
     literal, as load hands it to COPY), times how often it occurs; prices repeat a lot."""
     try:
-        return sum((Decimal(repr(value)) * count for value, count in Counter(amounts).items()),
-                   Decimal(0))
+        return sum((Decimal(repr(value)) * count for value, count in Counter(amounts).items()), Decimal(0))
     except (InvalidOperation, TypeError):
         raise BronzeFileError(f"{path.relative_to(bronze_dir)}: an amount is not a number") from None
 

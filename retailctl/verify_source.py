@@ -57,22 +57,26 @@ def check(conn: psycopg.Connection, settings: Settings, rejected_ids: set[int]) 
     except NotChecked as exc:
         return SourceCheck("not checked", str(exc))
     silver = conn.execute(SILVER_BELOW, (cursor,)).fetchone()[0]  # type: ignore[index]
-    rejected = conn.execute(REJECTED_NOT_IN_SILVER,  # type: ignore[index]
-                            (sorted(rejected_ids), cursor)).fetchone()[0]
+    rejected = conn.execute(
+        REJECTED_NOT_IN_SILVER,  # type: ignore[index]
+        (sorted(rejected_ids), cursor),
+    ).fetchone()[0]
     held = silver + rejected + pending
     parts = f"{silver} in silver + {rejected} rejected + {pending} not extracted yet"
     if total == held:
         return SourceCheck("agree", f"total_items {total} = {parts}", total, silver, rejected, pending)
-    return SourceCheck("differ", f"total_items {total} != {held} = {parts}", total, silver,
-                       rejected, pending)
+    return SourceCheck("differ", f"total_items {total} != {held} = {parts}", total, silver, rejected, pending)
 
 
 def count_from(settings: Settings, cursor: int) -> tuple[int, int]:
     """(total_items, sales with an id from `cursor` on), paging /sales from the cursor."""
     assert settings.api_url is not None and settings.api_key is not None
     limit = settings.page_size
-    with httpx.Client(base_url=settings.api_url, headers={"Authorization": settings.api_key},
-                      timeout=httpx.Timeout(settings.http_timeout)) as client:
+    with httpx.Client(
+        base_url=settings.api_url,
+        headers={"Authorization": settings.api_key},
+        timeout=httpx.Timeout(settings.http_timeout),
+    ) as client:
         start, pending = cursor, 0
         for _ in range(MAX_PAGES):
             items, total = _page(client, start, limit)
@@ -81,8 +85,9 @@ def count_from(settings: Settings, cursor: int) -> tuple[int, int]:
             if not ids or len(items) < limit:
                 return total, pending
             start = max(ids) + 1
-    raise NotChecked(f"more than {MAX_PAGES * limit} sales past the cursor (next id {cursor}): "
-                     "run extract first")
+    raise NotChecked(
+        f"more than {MAX_PAGES * limit} sales past the cursor (next id {cursor}): run extract first"
+    )
 
 
 def _page(client: httpx.Client, start: int, limit: int) -> tuple[list[Any], int]:

@@ -66,8 +66,11 @@ def start_mock() -> Iterator[callable]:  # type: ignore[valid-type]
     servers: list[BackgroundServer] = []
 
     def start(*, faults: FaultConfig | None = None, **data: object) -> BackgroundServer:
-        config = MockConfig(data=DataConfig(**data), faults=faults or FaultConfig(),  # type: ignore[arg-type]
-                            api_key=API_KEY)
+        config = MockConfig(
+            data=DataConfig(**data),
+            faults=faults or FaultConfig(),  # type: ignore[arg-type]
+            api_key=API_KEY,
+        )
         server = BackgroundServer(config).start()
         servers.append(server)
         return server

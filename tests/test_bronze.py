@@ -28,8 +28,9 @@ from tests.helpers import (
 from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 
-def test_full_then_incremental_extraction_after_the_source_grows(start_mock, data_dir: Path,
-                                                                  db_url: str) -> None:
+def test_full_then_incremental_extraction_after_the_source_grows(
+    start_mock, data_dir: Path, db_url: str
+) -> None:
     small = start_mock(sales=1_200)
     first = by_entity(extract(settings_for(data_dir, db_url, small.url)))
     assert (first["sales"].records, first["sales"].cursor_to) == (1_200, 1_201)
@@ -47,16 +48,18 @@ def test_full_then_incremental_extraction_after_the_source_grows(start_mock, dat
     lines = bronze_rows(data_dir, "sales_product")
     assert len(lines) == sum(len(sale["items"]) for sale in truth.values())
     assert sum(Decimal(repr(line["amount"])) for line in lines) == sum(
-        Decimal(repr(item["amount"])) for sale in truth.values() for item in sale["items"])
+        Decimal(repr(item["amount"])) for sale in truth.values() for item in sale["items"]
+    )
     sale_7 = next(h for h in headers if h["id"] == 7)
-    assert {k: v for k, v in sale_7.items() if not k.startswith("_")} == \
-        {k: v for k, v in truth[7].items() if k != "items"}
-    assert [(line["line_no"], line["product_sku"]) for line in lines if line["sale_id"] == 7] == \
-        [(n, item["product_sku"]) for n, item in enumerate(truth[7]["items"], start=1)]
+    assert {k: v for k, v in sale_7.items() if not k.startswith("_")} == {
+        k: v for k, v in truth[7].items() if k != "items"
+    }
+    assert [(line["line_no"], line["product_sku"]) for line in lines if line["sale_id"] == 7] == [
+        (n, item["product_sku"]) for n, item in enumerate(truth[7]["items"], start=1)
+    ]
 
 
-def test_every_record_carries_ingestion_ts_and_batch_id(start_mock, data_dir: Path,
-                                                        db_url: str) -> None:
+def test_every_record_carries_ingestion_ts_and_batch_id(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=300)
     extract(settings_for(data_dir, db_url, server.url))
     for entity in ("customers", "products", "sales_customer", "sales_product"):
@@ -68,8 +71,9 @@ def test_every_record_carries_ingestion_ts_and_batch_id(start_mock, data_dir: Pa
 
 def test_id_gaps_are_followed_by_highest_id_plus_one(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=1_000, gap_every=50)
-    result = by_entity(extract(settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="70"),
-                               entities=["sales"]))["sales"]
+    result = by_entity(
+        extract(settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="70"), entities=["sales"])
+    )["sales"]
     truth = source_sales(DataConfig(sales=1_000, gap_every=50))
     assert result.records == 1_000
     assert result.cursor_to == max(truth) + 1 == 1_058
@@ -77,12 +81,11 @@ def test_id_gaps_are_followed_by_highest_id_plus_one(start_mock, data_dir: Path,
 
 
 @pytest.mark.slow
-def test_faults_and_throttling_still_yield_exactly_the_sources_sales(start_mock, data_dir: Path,
-                                                                      db_url: str) -> None:
-    server = start_mock(sales=2_000, faults=FaultConfig(fail_rate=0.2, throttle_rate=0.1,
-                                                        retry_after_s=0))
-    settings = settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="100",
-                            RETAIL_HTTP_RETRIES="12")
+def test_faults_and_throttling_still_yield_exactly_the_sources_sales(
+    start_mock, data_dir: Path, db_url: str
+) -> None:
+    server = start_mock(sales=2_000, faults=FaultConfig(fail_rate=0.2, throttle_rate=0.1, retry_after_s=0))
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_PAGE_SIZE="100", RETAIL_HTTP_RETRIES="12")
     results = by_entity(extract(settings))
     truth = source_sales(DataConfig(sales=2_000))
     ids = [h["id"] for h in bronze_rows(data_dir, "sales_customer")]
@@ -98,49 +101,52 @@ def test_a_page_slower_than_the_timeout_is_retried(data_dir: Path, db_url: str) 
 
     config = DataConfig(sales=300)
     with ScriptedApi(slow_first_try, config) as api:
-        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100",
-                                RETAIL_HTTP_TIMEOUT="0.5")
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100", RETAIL_HTTP_TIMEOUT="0.5")
         result = by_entity(extract(settings, entities=["sales"]))["sales"]
         starts = [r.params["start_sales_id"] for r in api.requests if r.path == "/sales"]
     assert result.records == 300
     assert starts[:3] == [1, 101, 101]  # the slow page was asked for again
 
 
-def test_rejected_api_key_is_exit_77_with_nothing_written(mock_api, cli_env: dict[str, str],
-                                                          data_dir: Path, db_url: str) -> None:
+def test_rejected_api_key_is_exit_77_with_nothing_written(
+    mock_api, cli_env: dict[str, str], data_dir: Path, db_url: str
+) -> None:
     env = {**cli_env, "RETAIL_API_KEY": "WRONG-KEY-abc"}
     result = run_cli(["extract"], env=env)
     assert result.returncode == 77
     assert result.stderr.splitlines() == [
-        "error: API key rejected: GET /customers answered HTTP 401; check RETAIL_API_KEY"]
+        "error: API key rejected: GET /customers answered HTTP 401; check RETAIL_API_KEY"
+    ]
     assert not list((data_dir / "bronze").rglob("*.ndjson"))
     assert cursor_of(db_url) is None
 
 
 def test_a_200_that_is_not_json_is_retried_then_exit_1_keeping_the_pages_before(
-        cli_env: dict[str, str], data_dir: Path, db_url: str) -> None:
+    cli_env: dict[str, str], data_dir: Path, db_url: str
+) -> None:
     def html_from_third_page(request: Request) -> Reply | None:
         if request.path == "/sales" and request.number >= 3:
             return Reply(body=b"<html><body>Service maintenance</body></html>")
         return None
 
     with ScriptedApi(html_from_third_page, DataConfig(sales=1_000)) as api:
-        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100",
-               "RETAIL_HTTP_RETRIES": "2"}
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100", "RETAIL_HTTP_RETRIES": "2"}
         result = run_cli(["extract", "--entity", "sales"], env=env)
         sales_requests = api.counts["/sales"]
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "error: sales: GET /sales answered 200 with a body that is not JSON (line 1 column 1: "
         "unexpected character, expected a JSON value): '<html><body>Service maintenance</body>"
-        "</html>' (tried 2 times)"]
+        "</html>' (tried 2 times)"
+    ]
     assert sales_requests == 4  # two good pages, then the bad one twice
     assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == list(range(1, 201))
     assert cursor_of(db_url) == 201  # the two good pages are kept; the next run resumes there
 
 
 def test_a_200_without_items_fails_that_entity_and_the_others_still_run(
-        cli_env: dict[str, str], data_dir: Path) -> None:
+    cli_env: dict[str, str], data_dir: Path
+) -> None:
     def no_items(request: Request) -> Reply | None:
         return Reply(body=b'{"data": []}') if request.path == "/customers" else None
 
@@ -148,15 +154,18 @@ def test_a_200_without_items_fails_that_entity_and_the_others_still_run(
         result = run_cli(["extract"], env={**cli_env, "RETAIL_API_URL": api.url})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "error: customers: GET /customers answered 200 without an `items` field: '{\"data\": []}'"]
+        "error: customers: GET /customers answered 200 without an `items` field: '{\"data\": []}'"
+    ]
     assert [line.split(",")[0] for line in result.stdout.splitlines()] == [
-        "customers: 0 records", "products: 200 records", "sales: 300 sales"]
+        "customers: 0 records",
+        "products: 200 records",
+        "sales: 300 sales",
+    ]
     assert not list((data_dir / "bronze").glob("customers/*/*.ndjson"))
     assert len(bronze_rows(data_dir, "sales_customer")) == 300
 
 
-def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir: Path,
-                                                            db_url: str) -> None:
+def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=2_000, invalid_rate=0.05)
     results = by_entity(extract(settings_for(data_dir, db_url, server.url)))
     rejected_sales = bronze_rows(data_dir, "sales", rejected=True)
@@ -167,8 +176,10 @@ def test_invalid_records_land_in_rejected_with_their_reason(start_mock, data_dir
     assert {line["sale_id"] for line in bronze_rows(data_dir, "sales_product")} == valid_ids
     reasons = {r["_reject_reason"] for r in rejected_sales}
     assert "items missing or empty: a sale has at least one line" in reasons
-    assert "datetime not an RFC 3339 date-time with an offset " \
+    assert (
+        "datetime not an RFC 3339 date-time with an offset "
         "(YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM or Z)" in reasons
+    )
     assert any(reason.endswith("quantity missing or not an integer of at least 1") for reason in reasons)
     assert results["customers"].rejected == len(bronze_rows(data_dir, "customers", rejected=True)) > 0
     assert results["products"].rejected == len(bronze_rows(data_dir, "products", rejected=True)) > 0
@@ -181,8 +192,11 @@ def test_inconsistent_totals_are_kept_and_counted(start_mock, data_dir: Path, db
     server = start_mock(sales=1_000, inconsistent_rate=0.1)
     result = by_entity(extract(settings_for(data_dir, db_url, server.url), entities=["sales"]))["sales"]
     truth = source_sales(DataConfig(sales=1_000, inconsistent_rate=0.1))
-    expected = sum(1 for sale in truth.values() if Decimal(repr(sale["total_amount"])) != sum(
-        Decimal(repr(item["amount"])) for item in sale["items"]))
+    expected = sum(
+        1
+        for sale in truth.values()
+        if Decimal(repr(sale["total_amount"])) != sum(Decimal(repr(item["amount"])) for item in sale["items"])
+    )
     assert result.records == 1_000
     assert result.inconsistent == expected > 50
 
@@ -190,8 +204,9 @@ def test_inconsistent_totals_are_kept_and_counted(start_mock, data_dir: Path, db
 def test_sales_paging_that_does_not_advance_is_stopped(data_dir: Path, db_url: str) -> None:
     def ignore_start(request: Request) -> Reply | None:
         if request.path == "/sales":  # always the first page, whatever start_sales_id says
-            return Reply(body=orjson.dumps({"items": [api.data.sale(k) for k in range(100)],
-                                            "total_items": 1_000}))
+            return Reply(
+                body=orjson.dumps({"items": [api.data.sale(k) for k in range(100)], "total_items": 1_000})
+            )
         return None
 
     with ScriptedApi(ignore_start, DataConfig(sales=1_000)) as api:
@@ -199,13 +214,14 @@ def test_sales_paging_that_does_not_advance_is_stopped(data_dir: Path, db_url: s
         result = by_entity(extract(settings, entities=["sales"]))["sales"]
         sales_requests = api.counts["/sales"]
     assert result.records == 100 and sales_requests == 2
-    assert result.warnings == ["/sales?start_sales_id=101 returned no sale at or after that id; "
-                               "paging does not advance, stopping there"]
+    assert result.warnings == [
+        "/sales?start_sales_id=101 returned no sale at or after that id; "
+        "paging does not advance, stopping there"
+    ]
     assert cursor_of(db_url) == 101
 
 
-def test_original_api_limit_250_ignored_offset_and_never_empty_sales(data_dir: Path,
-                                                                     db_url: str) -> None:
+def test_original_api_limit_250_ignored_offset_and_never_empty_sales(data_dir: Path, db_url: str) -> None:
     """The original project's API: raw key header, limit <= 250, no offset, /sales never empty."""
     config = DataConfig(sales=600, customers=300)
 
@@ -242,25 +258,26 @@ def test_max_sales_per_run_caps_the_extraction(start_mock, data_dir: Path, db_ur
 
 
 def test_retries_exhausted_is_exit_69_and_the_cursor_stays_at_the_last_durable_chunk(
-        cli_env: dict[str, str], db_url: str) -> None:
+    cli_env: dict[str, str], db_url: str
+) -> None:
     def down_after_ten_pages(request: Request) -> Reply | None:
         if request.path == "/sales" and request.number > 10:
             return Reply(status=503, body=b'{"detail": "down"}')
         return None
 
     with ScriptedApi(down_after_ten_pages, DataConfig(sales=5_000)) as api:
-        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100",
-               "RETAIL_HTTP_RETRIES": "3"}
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100", "RETAIL_HTTP_RETRIES": "3"}
         result = run_cli(["extract", "--entity", "sales"], env=env)
     assert result.returncode == 69
     assert result.stderr.splitlines() == [
-        f"error: GET {api.url}/sales failed after 3 attempts (last: HTTP 503)"]
+        f"error: GET {api.url}/sales failed after 3 attempts (last: HTTP 503)"
+    ]
     assert cursor_of(db_url) == 1_001
 
 
 def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=500)
-    settings = settings_for(data_dir, db_url, server.url)
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_SALES_LOOKBACK="0")
     extract(settings, entities=["sales"])
     result = by_entity(extract(settings, entities=["sales"], from_id=401))["sales"]
     assert result.records == 100
@@ -269,8 +286,9 @@ def test_backfill_from_id_rereads_and_keeps_the_cursor(start_mock, data_dir: Pat
 
 
 @pytest.mark.slow
-def test_sigkill_mid_extraction_then_rerun_holds_every_sale(cli_env: dict[str, str], data_dir: Path,
-                                                            db_url: str, spawn, gate: Gate) -> None:
+def test_sigkill_mid_extraction_then_rerun_holds_every_sale(
+    cli_env: dict[str, str], data_dir: Path, db_url: str, spawn, gate: Gate
+) -> None:
     first_stop, second_stop = Gate(), gate
 
     def hold_two_pages(request: Request) -> Reply | None:
@@ -284,8 +302,12 @@ def test_sigkill_mid_extraction_then_rerun_holds_every_sale(cli_env: dict[str, s
         # the second run (from id 801) once two more are; each kill lands mid-chunk.
         for stop, cursor in ((first_stop, 801), (second_stop, 2_401)):
             victim = spawn(["extract", "--entity", "sales"], env)
-            wait_until(lambda: stop.held.is_set() and cursor_of(db_url) == cursor, 60,  # noqa: B023
-                       f"the extraction to be mid-chunk past cursor {cursor}", alive=victim)
+            wait_until(
+                lambda stop=stop, cursor=cursor: stop.held.is_set() and cursor_of(db_url) == cursor,
+                60,
+                f"the extraction to be mid-chunk past cursor {cursor}",
+                alive=victim,
+            )
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             stop.open()
@@ -300,8 +322,9 @@ def test_sigkill_mid_extraction_then_rerun_holds_every_sale(cli_env: dict[str, s
     assert {line["sale_id"] for line in lines} == ids
 
 
-def test_sigterm_mid_extraction_exits_143_and_rolls_back(cli_env: dict[str, str], data_dir: Path,
-                                                         db_url: str, spawn, gate: Gate) -> None:
+def test_sigterm_mid_extraction_exits_143_and_rolls_back(
+    cli_env: dict[str, str], data_dir: Path, db_url: str, spawn, gate: Gate
+) -> None:
     def hold_page_12(request: Request) -> Reply | None:
         if request.path == "/sales" and request.number == 12:
             gate.hold()  # the first chunk (pages 1-8) is durable; pages 9-11 are in the open one
@@ -310,13 +333,16 @@ def test_sigterm_mid_extraction_exits_143_and_rolls_back(cli_env: dict[str, str]
     with ScriptedApi(hold_page_12, DataConfig(sales=6_000)) as api:
         env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
         victim = spawn(["extract", "--entity", "sales"], env, output=True)
-        wait_until(lambda: gate.held.is_set() and cursor_of(db_url) == 801, 60,
-                   "the extraction to be mid-chunk past its first chunk", alive=victim)
+        wait_until(
+            lambda: gate.held.is_set() and cursor_of(db_url) == 801,
+            60,
+            "the extraction to be mid-chunk past its first chunk",
+            alive=victim,
+        )
         victim.send_signal(signal.SIGTERM)
         _, stderr = victim.communicate(timeout=30)
     assert victim.returncode == 143
-    assert stderr.splitlines()[-1] == \
-        "error: stopped by SIGTERM; the open transaction was rolled back"
+    assert stderr.splitlines()[-1] == "error: stopped by SIGTERM; the open transaction was rolled back"
     assert not list((data_dir / "bronze").rglob("*.tmp"))
     ids = {h["id"] for h in bronze_rows(data_dir, "sales_customer")}
     assert cursor_of(db_url) == max(ids) + 1  # the cursor is exactly past what is durable
@@ -334,15 +360,18 @@ def test_files_are_0600_and_directories_0700(start_mock, data_dir: Path, db_url:
 
 
 @pytest.mark.slow
-def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: dict[str, str],
-                                                           data_dir: Path, db_url: str) -> None:
+def test_the_api_key_never_appears_in_output_files_or_meta(
+    start_mock, cli_env: dict[str, str], data_dir: Path, db_url: str
+) -> None:
     def fail_twice(request: Request) -> Reply | None:
         return Reply(status=503, body=b"{}") if request.number <= 2 else None
 
     with ScriptedApi(fail_twice, DataConfig(sales=500, invalid_rate=0.05)) as api:
         env = {**cli_env, "RETAIL_API_URL": api.url}
-        outputs = [run_cli(args, env=env) for args in (["extract"], ["extract", "--json"],
-                                                       ["config"], ["state", "show"])]
+        outputs = [
+            run_cli(args, env=env)
+            for args in (["extract"], ["extract", "--json"], ["config"], ["state", "show"])
+        ]
         bad_key = run_cli(["extract"], env={**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     text = "".join(r.stdout + r.stderr for r in [*outputs, bad_key])
     assert all(r.returncode == 0 for r in outputs) and bad_key.returncode == 77
@@ -353,14 +382,16 @@ def test_the_api_key_never_appears_in_output_files_or_meta(start_mock, cli_env: 
         assert API_KEY.encode() not in path.read_bytes(), path
     assert API_KEY not in text
     with psycopg.connect(db_url) as conn:
-        dump = str(conn.execute("select * from meta.ingestion_state").fetchall()) + \
-            str(conn.execute("select * from meta.extract_log").fetchall())
+        dump = str(conn.execute("select * from meta.ingestion_state").fetchall()) + str(
+            conn.execute("select * from meta.extract_log").fetchall()
+        )
     assert API_KEY not in dump
 
 
 def test_state_set_show_and_reset(cli_env: dict[str, str]) -> None:
-    assert invoke(["state", "set", "--last-sales-id", "42"], env=cli_env).stdout.splitlines() == \
-        ["next sales id: 1 -> 42"]
+    assert invoke(["state", "set", "--last-sales-id", "42"], env=cli_env).stdout.splitlines() == [
+        "next sales id: 1 -> 42"
+    ]
     shown = invoke(["state", "show"], env=cli_env).stdout.splitlines()
     assert shown[0] == "next sales id: 42"
     assert shown[2] == "note: set by hand with `retailctl state set` (was 1)"
@@ -398,11 +429,15 @@ def test_records_without_usable_ids_are_rejected_and_never_loop(data_dir: Path, 
     def broken_ids(request: Request) -> Reply | None:
         if request.path == "/sales":
             sale = api.data.sale(0)
-            return Reply(body=orjson.dumps({"items": [{**sale, "id": 0}, {**sale, "id": -3}],
-                                            "total_items": 2}))
+            return Reply(
+                body=orjson.dumps({"items": [{**sale, "id": 0}, {**sale, "id": -3}], "total_items": 2})
+            )
         if request.path == "/customers":
-            return Reply(body=orjson.dumps({"items": [{"customer_id": ["C1"], "emails": [],
-                                                       "phone_numbers": []}], "total_items": 1}))
+            return Reply(
+                body=orjson.dumps(
+                    {"items": [{"customer_id": ["C1"], "emails": [], "phone_numbers": []}], "total_items": 1}
+                )
+            )
         return None
 
     with ScriptedApi(broken_ids) as api:
@@ -411,8 +446,9 @@ def test_records_without_usable_ids_are_rejected_and_never_loop(data_dir: Path, 
         sales_requests = api.counts["/sales"]
     assert (results["sales"].rejected, results["sales"].records, sales_requests) == (2, 0, 1)
     assert results["sales"].warnings[0].startswith("/sales?start_sales_id=1 returned no sale")
-    assert [r["_reject_reason"] for r in bronze_rows(data_dir, "sales", rejected=True)] == \
-        ["id missing or not a positive integer"] * 2
+    assert [r["_reject_reason"] for r in bronze_rows(data_dir, "sales", rejected=True)] == [
+        "id missing or not a positive integer"
+    ] * 2
     assert results["customers"].rejected == 1
 
 

@@ -36,26 +36,40 @@ def test_defaults_are_demo_mode(tmp_path: Path) -> None:
 
 
 def test_database_without_api_url_refuses_demo_data(tmp_path: Path) -> None:
-    settings = load_settings(environ={"RETAIL_DATABASE_URL": "postgresql://u@h/db"},
-                             env_file=tmp_path / "none")
+    settings = load_settings(
+        environ={"RETAIL_DATABASE_URL": "postgresql://u@h/db"}, env_file=tmp_path / "none"
+    )
     assert not settings.demo_mode
     with pytest.raises(ConfigError, match="RETAIL_API_URL is not set"):
         settings.require_source()
 
 
-@pytest.mark.parametrize(("env", "line"), [
-    ({"RETAIL_PAGE_SIZE": "abc"},
-     "error: RETAIL_PAGE_SIZE='abc' is invalid: expected a whole number from 1 to 1000"),
-    ({"RETAIL_PAGE_SIZE": "0"},
-     "error: RETAIL_PAGE_SIZE='0' is invalid: expected a whole number from 1 to 1000"),
-    ({"RETAIL_API_URL": "localhost:4010"},
-     "error: RETAIL_API_URL='localhost:4010' is invalid: "
-     "expected an http:// or https:// URL with a host"),
-    ({"RETAIL_DATABASE_URL": "127.0.0.1:5432/db"},
-     "error: RETAIL_DATABASE_URL=*** is invalid: expected a postgresql:// URL"),
-    ({"RETAIL_HTTP_TIMEOUT": "-1"},
-     "error: RETAIL_HTTP_TIMEOUT='-1' is invalid: expected a number of seconds greater than 0"),
-])
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"RETAIL_PAGE_SIZE": "abc"},
+            "error: RETAIL_PAGE_SIZE='abc' is invalid: expected a whole number from 1 to 1000",
+        ),
+        (
+            {"RETAIL_PAGE_SIZE": "0"},
+            "error: RETAIL_PAGE_SIZE='0' is invalid: expected a whole number from 1 to 1000",
+        ),
+        (
+            {"RETAIL_API_URL": "localhost:4010"},
+            "error: RETAIL_API_URL='localhost:4010' is invalid: "
+            "expected an http:// or https:// URL with a host",
+        ),
+        (
+            {"RETAIL_DATABASE_URL": "127.0.0.1:5432/db"},
+            "error: RETAIL_DATABASE_URL=*** is invalid: expected a postgresql:// URL",
+        ),
+        (
+            {"RETAIL_HTTP_TIMEOUT": "-1"},
+            "error: RETAIL_HTTP_TIMEOUT='-1' is invalid: expected a number of seconds greater than 0",
+        ),
+    ],
+)
 def test_bad_setting_is_one_line_and_exit_78(env: dict[str, str], line: str) -> None:
     result = invoke(["config"], env=env)
     assert result.exit_code == 78
@@ -65,14 +79,16 @@ def test_bad_setting_is_one_line_and_exit_78(env: dict[str, str], line: str) -> 
 
 def test_config_shows_sources_and_redacts_secrets(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("RETAIL_PAGE_SIZE=120\n")
-    env = {"RETAIL_API_KEY": "sk-live-abcdef", "RETAIL_API_URL": "https://api.example.com",
-           "RETAIL_DATABASE_URL": "postgresql://etl:hunter2pw@db.example.com:5432/warehouse"}
+    env = {
+        "RETAIL_API_KEY": "sk-live-abcdef",
+        "RETAIL_API_URL": "https://api.example.com",
+        "RETAIL_DATABASE_URL": "postgresql://etl:hunter2pw@db.example.com:5432/warehouse",
+    }
     result = invoke(["config"], env=env)  # in tmp_path, the autouse fixture's directory
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "RETAIL_API_KEY\t***\tenvironment" in lines
-    assert "RETAIL_DATABASE_URL\tpostgresql://etl:***@db.example.com:5432/warehouse\tenvironment" \
-        in lines
+    assert "RETAIL_DATABASE_URL\tpostgresql://etl:***@db.example.com:5432/warehouse\tenvironment" in lines
     assert "RETAIL_PAGE_SIZE\t120\t.env" in lines
     assert "RETAIL_HTTP_TIMEOUT\t30.0\tdefault" in lines
     assert "sk-live-abcdef" not in result.stdout + result.stderr
@@ -80,13 +96,16 @@ def test_config_shows_sources_and_redacts_secrets(tmp_path: Path) -> None:
 
 
 def test_option_beats_environment_on_the_command_line(tmp_path: Path) -> None:
-    result = invoke(["--data-dir", str(tmp_path / "flag"), "config"],
-                    env={"RETAIL_DATA_DIR": "/srv/from-env"})
+    result = invoke(
+        ["--data-dir", str(tmp_path / "flag"), "config"], env={"RETAIL_DATA_DIR": "/srv/from-env"}
+    )
     assert result.exit_code == 0, result.stderr
     assert f"RETAIL_DATA_DIR\t{tmp_path / 'flag'}\toption" in result.stdout.splitlines()
 
 
 def test_redact_url_keeps_everything_but_the_password() -> None:
-    assert redact_url("postgresql://u:p%40ss@h:5433/d?sslmode=require") == \
-        "postgresql://u:***@h:5433/d?sslmode=require"
+    assert (
+        redact_url("postgresql://u:p%40ss@h:5433/d?sslmode=require")
+        == "postgresql://u:***@h:5433/d?sslmode=require"
+    )
     assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"

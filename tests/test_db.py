@@ -20,30 +20,52 @@ from tests.helpers import APPLIED_ALL, VERSIONS, cli_resource_dir, run_cli
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 
 SILVER_AND_META_TABLES = {
-    ("meta", "ingestion_state"), ("meta", "loaded_files"), ("meta", "pipeline_runs"),
-    ("meta", "schema_migrations"), ("meta", "snapshot_state"), ("meta", "extract_log"),
+    ("meta", "ingestion_state"),
+    ("meta", "loaded_files"),
+    ("meta", "pipeline_runs"),
+    ("meta", "schema_migrations"),
+    ("meta", "snapshot_state"),
+    ("meta", "extract_log"),
     ("meta", "gold_state"),
-    ("silver", "customers"), ("silver", "products"),
-    ("silver", "sales_customer"), ("silver", "sales_product"), ("silver", "sales_changes"),
+    ("meta", "sale_hashes"),
+    ("meta", "snapshot_files"),
+    ("silver", "customers"),
+    ("silver", "products"),
+    ("silver", "sales_customer"),
+    ("silver", "sales_product"),
+    ("silver", "sales_changes"),
 }
 
 
 # The indexes Gold's incremental models and `load` rely on: a squash or an edit must keep them.
 INDEXES = {
     "meta": {
-        "extract_log_extracted_at": "(extracted_at DESC)", "extract_log_pkey": "(id)",
-        "gold_state_pkey": "(step)", "ingestion_state_pkey": "(source_name)",
-        "loaded_files_loaded_at": "(loaded_at)", "loaded_files_pkey": "(path)",
-        "pipeline_runs_pkey": "(run_id)", "pipeline_runs_started_at": "(started_at DESC)",
-        "schema_migrations_pkey": "(version)", "snapshot_state_pkey": "(entity)",
+        "extract_log_extracted_at": "(extracted_at DESC)",
+        "extract_log_pkey": "(id)",
+        "gold_state_pkey": "(step)",
+        "ingestion_state_pkey": "(source_name)",
+        "loaded_files_loaded_at": "(loaded_at)",
+        "loaded_files_pkey": "(path)",
+        "pipeline_runs_pkey": "(run_id)",
+        "pipeline_runs_started_at": "(started_at DESC)",
+        "schema_migrations_pkey": "(version)",
+        "snapshot_state_pkey": "(entity)",
+        "sale_hashes_pkey": "(sale_id)",
+        "snapshot_files_pkey": "(path)",
     },
     "silver": {
-        "customers_loaded_at": "(_loaded_at)", "customers_pkey": "(customer_id)",
-        "products_loaded_at": "(_loaded_at)", "products_pkey": "(product_sku)",
-        "sales_customer_customer_id": "(customer_id)", "sales_customer_loaded_at": "(_loaded_at)",
-        "sales_customer_pkey": "(id)", "sales_product_loaded_at": "(_loaded_at)",
-        "sales_product_pkey": "(sale_id, line_no)", "sales_product_product_sku": "(product_sku)",
-        "sales_changes_loaded_at": "(_loaded_at)", "sales_changes_sale_id": "(sale_id)",
+        "customers_loaded_at": "(_loaded_at)",
+        "customers_pkey": "(customer_id)",
+        "products_loaded_at": "(_loaded_at)",
+        "products_pkey": "(product_sku)",
+        "sales_customer_customer_id": "(customer_id)",
+        "sales_customer_loaded_at": "(_loaded_at)",
+        "sales_customer_pkey": "(id)",
+        "sales_product_loaded_at": "(_loaded_at)",
+        "sales_product_pkey": "(sale_id, line_no)",
+        "sales_product_product_sku": "(product_sku)",
+        "sales_changes_loaded_at": "(_loaded_at)",
+        "sales_changes_sale_id": "(sale_id)",
     },
 }
 OLD_SCHEMA_MIGRATIONS = """
@@ -51,17 +73,27 @@ create schema meta;
 create table meta.schema_migrations (version text primary key,
                                      applied_at timestamptz not null default now())
 """
-PRE_SQUASH_VERSIONS = ["001_meta", "002_silver", "003_extract_state", "004_manifest_stat",
-                       "005_gold_support", "006_gold_state", "007_gold_state_started",
-                       "008_loaded_at_default"]
-RECREATE = ("recreate the database (drop and create it; for the embedded server, move its pgdata "
-            "directory aside) and run again")
+PRE_SQUASH_VERSIONS = [
+    "001_meta",
+    "002_silver",
+    "003_extract_state",
+    "004_manifest_stat",
+    "005_gold_support",
+    "006_gold_state",
+    "007_gold_state_started",
+    "008_loaded_at_default",
+]
+RECREATE = (
+    "recreate the database (drop and create it; for the embedded server, move its pgdata "
+    "directory aside) and run again"
+)
 
 
 def recorded(db_url: str) -> list[tuple[str, str | None]]:
     with psycopg.connect(db_url) as conn:
-        return conn.execute("select version, checksum from meta.schema_migrations "
-                            "order by version").fetchall()
+        return conn.execute(
+            "select version, checksum from meta.schema_migrations order by version"
+        ).fetchall()
 
 
 def test_migration_files_are_the_squashed_schema() -> None:
@@ -73,14 +105,19 @@ def test_migrate_twice_changes_nothing(db_url: str) -> None:
     versions = VERSIONS
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert migrate(conn) == versions
-        first = conn.execute("select version, applied_at from meta.schema_migrations "
-                             "order by version").fetchall()
+        first = conn.execute(
+            "select version, applied_at from meta.schema_migrations order by version"
+        ).fetchall()
         assert migrate(conn) == []
-        second = conn.execute("select version, applied_at from meta.schema_migrations "
-                              "order by version").fetchall()
-        tables = set(conn.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('meta', 'silver')").fetchall())
+        second = conn.execute(
+            "select version, applied_at from meta.schema_migrations order by version"
+        ).fetchall()
+        tables = set(
+            conn.execute(
+                "select table_schema, table_name from information_schema.tables "
+                "where table_schema in ('meta', 'silver')"
+            ).fetchall()
+        )
     assert first == second
     assert [row[0] for row in first] == versions
     assert tables == SILVER_AND_META_TABLES
@@ -89,9 +126,13 @@ def test_migrate_twice_changes_nothing(db_url: str) -> None:
 def test_money_is_numeric_and_time_is_timestamptz(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         migrate(conn)
-        types = dict(((table, column), data_type) for table, column, data_type in conn.execute(
-            "select table_name, column_name, data_type from information_schema.columns "
-            "where table_schema = 'silver'"))
+        types = dict(
+            ((table, column), data_type)
+            for table, column, data_type in conn.execute(
+                "select table_name, column_name, data_type from information_schema.columns "
+                "where table_schema = 'silver'"
+            )
+        )
     assert types["sales_product", "amount"] == "numeric"
     assert types["sales_customer", "total_amount"] == "numeric"
     assert types["products", "unit_amount"] == "numeric"
@@ -125,31 +166,42 @@ def test_each_applied_file_is_recorded_with_its_sha256(db_url: str) -> None:
         migrate(conn)
     assert recorded(db_url) == [
         (version, hashlib.sha256((SCHEMA_DIR / f"{version}.sql").read_bytes()).hexdigest())
-        for version in VERSIONS]
+        for version in VERSIONS
+    ]
 
 
 def test_indexes_and_loaded_at_defaults_are_exactly_these(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         migrate(conn)
-        rows = conn.execute("select schemaname, indexname, indexdef from pg_indexes "
-                            "where schemaname in ('meta', 'silver')").fetchall()
-        defaults = dict(conn.execute(
-            "select table_name, column_default from information_schema.columns "
-            "where table_schema = 'silver' and column_name = '_loaded_at'").fetchall())
+        rows = conn.execute(
+            "select schemaname, indexname, indexdef from pg_indexes where schemaname in ('meta', 'silver')"
+        ).fetchall()
+        defaults = dict(
+            conn.execute(
+                "select table_name, column_default from information_schema.columns "
+                "where table_schema = 'silver' and column_name = '_loaded_at'"
+            ).fetchall()
+        )
     indexes: dict[str, dict[str, str]] = {"meta": {}, "silver": {}}
     for schema, name, definition in rows:
-        indexes[schema][name] = definition[definition.rindex(" ("):].strip()
+        indexes[schema][name] = definition[definition.rindex(" (") :].strip()
     assert indexes == INDEXES
-    assert defaults == {"customers": None, "products": None,
-                        "sales_customer": "now()", "sales_product": "now()",
-                        "sales_changes": "now()"}
+    assert defaults == {
+        "customers": None,
+        "products": None,
+        "sales_customer": "now()",
+        "sales_product": "now()",
+        "sales_changes": "now()",
+    }
 
 
 def test_bootstrap_table_is_the_one_in_001_meta(db_url: str) -> None:
     """The runner creates meta.schema_migrations before it applies 001: both definitions agree."""
-    describe = ("select column_name, data_type, is_nullable, column_default, ordinal_position "
-                "from information_schema.columns where table_schema = 'meta' "
-                "and table_name = 'schema_migrations' order by ordinal_position")
+    describe = (
+        "select column_name, data_type, is_nullable, column_default, ordinal_position "
+        "from information_schema.columns where table_schema = 'meta' "
+        "and table_name = 'schema_migrations' order by ordinal_position"
+    )
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute((SCHEMA_DIR / "001_meta.sql").read_text())
         from_file = conn.execute(describe).fetchall()
@@ -176,18 +228,21 @@ def test_an_edited_applied_migration_is_refused(db_url: str, tmp_path: Path) -> 
         migrate(conn, schema)
         before = recorded(db_url)
         edited = schema / "002_silver.sql"
-        edited.write_text(edited.read_text()
-                          + "create index sales_product_amount on silver.sales_product (amount);\n")
+        edited.write_text(
+            edited.read_text() + "create index sales_product_amount on silver.sales_product (amount);\n"
+        )
         now = hashlib.sha256(edited.read_bytes()).hexdigest()
         with pytest.raises(MigrationError) as raised:
             migrate(conn, schema)
-        has_index = conn.execute("select count(*) from pg_indexes "
-                                 "where indexname = 'sales_product_amount'").fetchone()
+        has_index = conn.execute(
+            "select count(*) from pg_indexes where indexname = 'sales_product_amount'"
+        ).fetchone()
     assert str(raised.value) == (
         f"migration 002_silver changed after it was applied to this database ({edited} now has "
         f"sha256 {now[:12]}, the database recorded {before[1][1][:12]}): an applied migration must "
         "not change; reinstall retailctl to restore the shipped file, or undo the edit and put the "
-        "change in a new numbered migration")
+        "change in a new numbered migration"
+    )
     assert has_index == (0,)
     assert recorded(db_url) == before
 
@@ -196,8 +251,9 @@ def test_db_migrate_refuses_a_changed_checksum_exit_1(db_url: str) -> None:
     env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url}
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     with psycopg.connect(db_url) as conn:
-        conn.execute("update meta.schema_migrations set checksum = %s where version = '001_meta'",
-                     ("ab" * 32,))
+        conn.execute(
+            "update meta.schema_migrations set checksum = %s where version = '001_meta'", ("ab" * 32,)
+        )
     result = run_cli(["db", "migrate"], env=env)
     shipped = cli_resource_dir("schema", env) / "001_meta.sql"
     now = hashlib.sha256(shipped.read_bytes()).hexdigest()
@@ -206,7 +262,8 @@ def test_db_migrate_refuses_a_changed_checksum_exit_1(db_url: str) -> None:
         f"error: migration 001_meta changed after it was applied to this database ({shipped} now "
         f"has sha256 {now[:12]}, the database recorded abababababab): an applied migration must "
         "not change; reinstall retailctl to restore the shipped file, or undo the edit and put the "
-        "change in a new numbered migration"]
+        "change in a new numbered migration"
+    ]
 
 
 def test_a_pre_squash_database_is_refused_not_migrated_over(db_url: str) -> None:
@@ -221,12 +278,15 @@ def test_a_pre_squash_database_is_refused_not_migrated_over(db_url: str) -> None
         "error: this database records migration(s) 003_extract_state, 004_manifest_stat, "
         "005_gold_support, 006_gold_state, 007_gold_state_started, 008_loaded_at_default, which "
         "this retailctl does not ship: another version migrated it (a newer one, or a pre-release "
-        f"one from before the migrations were squashed); use that version, or {RECREATE}"]
+        f"one from before the migrations were squashed); use that version, or {RECREATE}"
+    ]
     with psycopg.connect(db_url) as conn:
-        tables = conn.execute("select count(*) from information_schema.tables "
-                              "where table_schema in ('meta', 'silver')").fetchone()
-        columns = conn.execute("select count(*) from information_schema.columns where "
-                               "table_name = 'schema_migrations'").fetchone()
+        tables = conn.execute(
+            "select count(*) from information_schema.tables where table_schema in ('meta', 'silver')"
+        ).fetchone()
+        columns = conn.execute(
+            "select count(*) from information_schema.columns where table_name = 'schema_migrations'"
+        ).fetchone()
     assert tables == (1,), "nothing was applied on top"
     assert columns == (2,), "the refused run rolled back its checksum column too"
 
@@ -241,7 +301,8 @@ def test_versions_recorded_without_checksum_are_refused(db_url: str) -> None:
         conn.execute(SCHEMA_MIGRATIONS_DDL)  # the upgrade of the old table, on its own
     assert str(raised.value) == (
         "this database records migration(s) 001_meta, 002_silver without a checksum: it was made "
-        f"by a pre-release retailctl; {RECREATE}")
+        f"by a pre-release retailctl; {RECREATE}"
+    )
     assert recorded(db_url) == [("001_meta", None), ("002_silver", None)]
 
 
@@ -260,8 +321,7 @@ def test_unreachable_database_is_one_redacted_line_exit_69() -> None:
     assert result.returncode == 69
     lines = result.stderr.splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(
-        "error: database unreachable at postgresql://etl:***@127.0.0.1:1/warehouse: ")
+    assert lines[0].startswith("error: database unreachable at postgresql://etl:***@127.0.0.1:1/warehouse: ")
     assert "s3cretpw" not in result.stdout + result.stderr
 
 

@@ -43,8 +43,12 @@ def start_holder(embedded_data_dir: Path) -> Iterator[Callable[[], tuple[subproc
     holders: list[subprocess.Popen[str]] = []
 
     def start() -> tuple[subprocess.Popen[str], str]:
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(embedded_data_dir)], text=True,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(embedded_data_dir)],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         holders.append(holder)
         assert holder.stdout is not None
         url = holder.stdout.readline().strip()  # printed once the server is up
@@ -67,8 +71,10 @@ def wait_gone(pgdata: str, why: str = "the server to stop") -> None:
 
 
 def migrate_cmd(data_dir: Path) -> subprocess.CompletedProcess[str]:
-    return run_cli(["--data-dir", str(data_dir), "db", "migrate"],
-                   env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")})
+    return run_cli(
+        ["--data-dir", str(data_dir), "db", "migrate"],
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")},
+    )
 
 
 @pytest.fixture
@@ -86,8 +92,14 @@ def cluster_of_postgres_17(data_dir: Path) -> Iterator[Path]:
 
 
 def test_a_cluster_of_another_major_is_refused_exit_78(cluster_of_postgres_17: Path, data_dir: Path) -> None:
-    result = run_cli(["status"], env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-                                      "RETAIL_DATA_DIR": str(data_dir)})
+    result = run_cli(
+        ["status"],
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "RETAIL_DATA_DIR": str(data_dir),
+        },
+    )
     assert result.returncode == 78
     assert result.stderr.splitlines() == [
         f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in {cluster_of_postgres_17} "
@@ -95,7 +107,8 @@ def test_a_cluster_of_another_major_is_refused_exit_78(cluster_of_postgres_17: P
         f"error: the embedded database in {cluster_of_postgres_17} was created by PostgreSQL 17, but "
         "this retailctl ships PostgreSQL 18, which cannot read it: use a retailctl release that ships "
         "PostgreSQL 17 to run on it or to dump it (pg_dump), or move the directory aside to start an "
-        "empty database"]
+        "empty database",
+    ]
     assert result.stdout == ""
     assert postgres_processes_for(str(cluster_of_postgres_17)) == [], "no server was started"
     assert (cluster_of_postgres_17 / "PG_VERSION").read_text() == "17\n"
@@ -110,8 +123,9 @@ def test_server_is_stopped_when_the_command_ends(embedded_data_dir: Path) -> Non
     assert again.stdout.splitlines() == ["schema up to date: no migration to apply"]
 
 
-def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(embedded_data_dir: Path,
-                                                                   start_holder) -> None:
+def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(
+    embedded_data_dir: Path, start_holder
+) -> None:
     holder, _ = start_holder()
     pgdata = pgdata_of(embedded_data_dir)
     holder.send_signal(signal.SIGKILL)
@@ -123,8 +137,7 @@ def test_server_left_by_a_sigkilled_command_is_adopted_then_stopped(embedded_dat
     wait_gone(pgdata, "the next command to stop the server it adopted")
 
 
-def test_stale_postmaster_pid_does_not_stop_the_next_command(embedded_data_dir: Path,
-                                                             start_holder) -> None:
+def test_stale_postmaster_pid_does_not_stop_the_next_command(embedded_data_dir: Path, start_holder) -> None:
     holder, _ = start_holder()
     pgdata = pgdata_of(embedded_data_dir)
     holder.send_signal(signal.SIGKILL)
@@ -143,8 +156,9 @@ def test_stale_postmaster_pid_does_not_stop_the_next_command(embedded_data_dir: 
     wait_gone(pgdata)
 
 
-def test_a_command_ending_does_not_stop_the_server_under_another(embedded_data_dir: Path,
-                                                                start_holder) -> None:
+def test_a_command_ending_does_not_stop_the_server_under_another(
+    embedded_data_dir: Path, start_holder
+) -> None:
     holder, url = start_holder()
     assert migrate_cmd(embedded_data_dir).returncode == 0
     with psycopg.connect(url) as conn:  # still up for the holder
@@ -160,7 +174,12 @@ def test_runs_in_crons_bare_environment(tmp_path: Path, embedded_data_dir: Path)
     home.mkdir()
     result = subprocess.run(
         ["env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin", retailctl_executable(), "db", "migrate"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [APPLIED_ALL]
     wait_gone(pgdata_of(embedded_data_dir))
@@ -179,21 +198,31 @@ def test_root_never_widens_a_home_directory(tmp_path: Path, embedded_clusters) -
         assert pgdata_of(data_dir).startswith("/var/lib/retailctl/embedded/")
 
 
-def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(embedded_data_dir: Path, spawn,
-                                                                     gate: Gate) -> None:
+def test_sigterm_rolls_back_stops_the_embedded_server_and_exits_143(
+    embedded_data_dir: Path, spawn, gate: Gate
+) -> None:
     def hold_page_12(request: Request) -> Reply | None:
         if request.path == "/sales" and request.number == 12:
             gate.hold()  # a chunk (pages 1-8) is durable; pages 9-11 are in the open one
         return None
 
     with ScriptedApi(hold_page_12, DataConfig(sales=5_000)) as api:
-        env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-               "RETAIL_API_URL": api.url, "RETAIL_API_KEY": API_KEY, "RETAIL_PAGE_SIZE": "100",
-               "RETAIL_DATA_DIR": str(embedded_data_dir)}  # no database URL: the embedded server
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "RETAIL_API_URL": api.url,
+            "RETAIL_API_KEY": API_KEY,
+            "RETAIL_PAGE_SIZE": "100",
+            "RETAIL_DATA_DIR": str(embedded_data_dir),
+        }  # no database URL: the embedded server
         victim = spawn(["extract", "--entity", "sales"], env, output=True)
         pgdata = pgdata_of(embedded_data_dir)
-        wait_until(lambda: gate.held.is_set() and list((embedded_data_dir / "bronze").rglob("*.ndjson")),
-                   60, "the extraction to be mid-work past its first chunk", alive=victim)
+        wait_until(
+            lambda: gate.held.is_set() and list((embedded_data_dir / "bronze").rglob("*.ndjson")),
+            60,
+            "the extraction to be mid-work past its first chunk",
+            alive=victim,
+        )
         victim.send_signal(signal.SIGTERM)
         _, stderr = victim.communicate(timeout=60)
     assert victim.returncode == 143
@@ -209,7 +238,8 @@ def test_copied_binaries_run_where_the_venv_is_private(tmp_path: Path) -> None:
 
     copied = copy_binaries(wheel_bin_dir(), base_dir=tmp_path)
     assert copied == copy_binaries(wheel_bin_dir(), base_dir=tmp_path)  # copied once
-    result = subprocess.run([str(copied / "initdb"), "--version"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [str(copied / "initdb"), "--version"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("initdb (PostgreSQL) ")

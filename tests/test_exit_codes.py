@@ -25,8 +25,12 @@ Case = Callable[[dict[str, str], "CaseTools"], tuple[int, str]]  # -> (exit code
 class CaseTools:
     """What a case may need beyond the configured environment."""
 
-    def __init__(self, db_url: str, start_mock: Callable[..., BackgroundServer],
-                 spawn: Callable[..., subprocess.Popen[str]]) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        start_mock: Callable[..., BackgroundServer],
+        spawn: Callable[..., subprocess.Popen[str]],
+    ) -> None:
         self.db_url = db_url
         self.start_mock = start_mock
         self.spawn = spawn  # a child process, killed after the test if it is still running
@@ -47,8 +51,9 @@ def _source_answers_404(env: dict[str, str], tools: CaseTools) -> tuple[int, str
 
     with ScriptedApi(not_found) as api:
         code, stderr = _run(["extract", "--entity", "products"], {**env, "RETAIL_API_URL": api.url})
-    assert (f"error: GET {api.url}/products?limit=250&offset=0 answered HTTP 404: "
-            "'{\"detail\": \"Not Found\"}'") in stderr.splitlines()
+    assert (
+        f'error: GET {api.url}/products?limit=250&offset=0 answered HTTP 404: \'{{"detail": "Not Found"}}\''
+    ) in stderr.splitlines()
     return code, stderr
 
 
@@ -96,18 +101,27 @@ def _key_rejected(env: dict[str, str], tools: CaseTools) -> tuple[int, str]:
 
 def _bad_setting(env: dict[str, str], tools: CaseTools) -> tuple[int, str]:
     code, stderr = _run(["extract"], {**env, "RETAIL_PAGE_SIZE": "0"})
-    assert stderr.splitlines()[-1] == \
-        "error: RETAIL_PAGE_SIZE='0' is invalid: expected a whole number from 1 to 1000"
+    assert (
+        stderr.splitlines()[-1]
+        == "error: RETAIL_PAGE_SIZE='0' is invalid: expected a whole number from 1 to 1000"
+    )
     return code, stderr
 
 
 def _stopped_by(signum: int) -> Case:
     def case(env: dict[str, str], tools: CaseTools) -> tuple[int, str]:
         server = tools.start_mock(sales=5_000, faults=FaultConfig(latency_ms=200))
-        victim = tools.spawn(["extract", "--entity", "sales"],
-                             {**env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"}, output=True)
-        wait_until(lambda: _connected(tools.db_url, "extract", victim.pid), 60,
-                   "the extract to connect: it is then inside its work", alive=victim)
+        victim = tools.spawn(
+            ["extract", "--entity", "sales"],
+            {**env, "RETAIL_API_URL": server.url, "RETAIL_PAGE_SIZE": "100"},
+            output=True,
+        )
+        wait_until(
+            lambda: _connected(tools.db_url, "extract", victim.pid),
+            60,
+            "the extract to connect: it is then inside its work",
+            alive=victim,
+        )
         victim.send_signal(signum)
         _, stderr = victim.communicate(timeout=60)
         return victim.returncode, stderr
@@ -118,9 +132,11 @@ def _stopped_by(signum: int) -> Case:
 def _connected(db_url: str, application: str, pid: int) -> bool:
     """A session of process `pid` is open under `application`."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("select count(*) from pg_stat_activity where application_name "
-                           "like %s and application_name like %s",
-                           (f"%{application}%", f"%{pid}%")).fetchone()
+        row = conn.execute(
+            "select count(*) from pg_stat_activity where application_name "
+            "like %s and application_name like %s",
+            (f"%{application}%", f"%{pid}%"),
+        ).fetchone()
     return bool(row and row[0])
 
 
@@ -141,8 +157,8 @@ CASES: dict[int, Case] = {
 def documented_exit_codes() -> set[int]:
     """The codes of the README's exit-code table (and the 130 its 143 row names)."""
     text = README.read_text()
-    table = text[text.index("## Exit codes"):]
-    table = table[:table.index("\n## ", 1)]
+    table = text[text.index("## Exit codes") :]
+    table = table[: table.index("\n## ", 1)]
     codes = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.MULTILINE)}
     codes |= {int(code) for code in re.findall(r"\((\d+) for Ctrl-C\)", table)}
     return codes
@@ -155,8 +171,10 @@ def test_every_documented_exit_code_has_a_case() -> None:
 SLOW = {3}  # builds and tests Gold with dbt
 
 
-@pytest.mark.parametrize("expected", [pytest.param(code, marks=pytest.mark.slow) if code in SLOW else code
-                                      for code in sorted(CASES)])
+@pytest.mark.parametrize(
+    "expected",
+    [pytest.param(code, marks=pytest.mark.slow) if code in SLOW else code for code in sorted(CASES)],
+)
 def test_exit_code(expected: int, cli_env: dict[str, str], db_url: str, start_mock, spawn) -> None:
     code, stderr = CASES[expected](cli_env, CaseTools(db_url, start_mock, spawn))
     assert code == expected, stderr
@@ -171,6 +189,7 @@ def test_docs_exits_1_when_dbt_cannot_generate_them(cli_env: dict[str, str], db_
     result = run_cli(["docs"], env=cli_env)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        'error: dbt docs generate failed: Runtime Error Database Error in model sales_item '
-        '(models/core/sales_item.sql) column "_source_loaded_at" does not exist')
+        "error: dbt docs generate failed: Runtime Error Database Error in model sales_item "
+        '(models/core/sales_item.sql) column "_source_loaded_at" does not exist'
+    )
     assert result.stdout == ""

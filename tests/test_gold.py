@@ -20,9 +20,12 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
 
 FOUR_PLACES = Decimal("0.0001")
-UNIT_TESTS = ("mart_recomputes_each_touched_customer_day_in_full",
-              "mart_recomputes_or_removes_each_customer_day_a_sale_left",
-              "sales_item_discount_perc_and_day", "sales_item_rewrites_each_touched_sale_whole")
+UNIT_TESTS = (
+    "mart_recomputes_each_touched_customer_day_in_full",
+    "mart_recomputes_or_removes_each_customer_day_a_sale_left",
+    "sales_item_discount_perc_and_day",
+    "sales_item_rewrites_each_touched_sale_whole",
+)
 TABLE_DESCRIPTIONS = """
     select c.relname, obj_description(c.oid, 'pg_class')
     from pg_class as c join pg_namespace as n on n.oid = c.relnamespace
@@ -52,17 +55,26 @@ def documented(data_dir: Path) -> tuple[dict[str, str], dict[tuple[str, str], st
     manifest = json.loads((data_dir / "dbt" / "target" / "manifest.json").read_text())
     nodes = [node for node in manifest["nodes"].values() if node["resource_type"] in ("model", "snapshot")]
     tables = {node["name"]: node["description"] for node in nodes}
-    columns = {(node["name"], name): column["description"]
-               for node in nodes for name, column in node["columns"].items()}
+    columns = {
+        (node["name"], name): column["description"]
+        for node in nodes
+        for name, column in node["columns"].items()
+    }
     return tables, columns
 
 
 def test_every_gold_table_and_column_is_described_in_postgres(
-        start_mock, cli_env: dict[str, str], db_url: str, data_dir: Path) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str, data_dir: Path
+) -> None:
     run_all(cli_env, start_mock(sales=300).url)
     tables, columns = documented(data_dir)
-    assert sorted(tables) == ["customers_snapshot", "dim_customer", "dim_product",
-                              "mart_sales_by_customer", "sales_item"]
+    assert sorted(tables) == [
+        "customers_snapshot",
+        "dim_customer",
+        "dim_product",
+        "mart_sales_by_customer",
+        "sales_item",
+    ]
     assert dict(query(db_url, TABLE_DESCRIPTIONS)) == tables
     in_postgres = {(table, column): text for table, column, text in query(db_url, COLUMN_DESCRIPTIONS)}
     assert in_postgres == columns  # every column of every table documented, word for word
@@ -70,9 +82,12 @@ def test_every_gold_table_and_column_is_described_in_postgres(
 
     fact = query(db_url, "select obj_description('gold.sales_item'::regclass, 'pg_class')")[0][0]
     assert fact.startswith("The sales fact. One row per sale line (grain: sale_id + line_no)")
-    discount = query(db_url, "select col_description('gold.sales_item'::regclass, attnum) "
-                             "from pg_attribute where attrelid = 'gold.sales_item'::regclass "
-                             "and attname = 'discount_perc'")[0][0]
+    discount = query(
+        db_url,
+        "select col_description('gold.sales_item'::regclass, attnum) "
+        "from pg_attribute where attrelid = 'gold.sales_item'::regclass "
+        "and attname = 'discount_perc'",
+    )[0][0]
     assert discount.startswith("Discount off the current list price, as a fraction (0.2500 = 25 % off")
     assert "rounded to 4 decimal places" in discount
 
@@ -81,8 +96,10 @@ def expected_discounts(config: DataConfig) -> tuple[dict[str, Decimal], dict[tup
     """discount_perc per sales_item_id and avg_discount per (customer, UTC day), from the
     generator: 1 - amount / (list price * quantity), then the mean, each to 4 places."""
     data = RetailData(config)
-    prices = {product["product_sku"]: Decimal(str(product["unit_amount"]))
-              for product in map(data.product, range(data.product_count()))}
+    prices = {
+        product["product_sku"]: Decimal(str(product["unit_amount"]))
+        for product in map(data.product, range(data.product_count()))
+    }
     lines: dict[str, Decimal] = {}
     pairs: dict[tuple[str, date], list[Decimal]] = defaultdict(list)
     for k in range(config.sales):
@@ -95,24 +112,27 @@ def expected_discounts(config: DataConfig) -> tuple[dict[str, Decimal], dict[tup
             discount = (1 - records.decimal_of(item["amount"]) / price).quantize(FOUR_PLACES, ROUND_HALF_UP)
             lines[f"{sale['id']}-{line_no}"] = discount
             pairs[sale["customer_id"], day].append(discount)
-    means = {pair: (sum(values) / len(values)).quantize(FOUR_PLACES, ROUND_HALF_UP)
-             for pair, values in pairs.items()}
+    means = {
+        pair: (sum(values) / len(values)).quantize(FOUR_PLACES, ROUND_HALF_UP)
+        for pair, values in pairs.items()
+    }
     return lines, means
 
 
-def test_discounts_are_stored_to_4_decimal_places(start_mock, cli_env: dict[str, str],
-                                                  db_url: str) -> None:
+def test_discounts_are_stored_to_4_decimal_places(start_mock, cli_env: dict[str, str], db_url: str) -> None:
     run_all(cli_env, start_mock(sales=300).url)
     lines, means = expected_discounts(DataConfig(sales=300))
     fact = query(db_url, "select sales_item_id, discount_perc::text from gold.sales_item")
     assert dict(fact) == {key: str(value) for key, value in lines.items()}  # 4 places, as text
     mart = query(db_url, "select customer_id, day, avg_discount::text from gold.mart_sales_by_customer")
-    assert {(customer, day): mean for customer, day, mean in mart} == \
-        {key: str(value) for key, value in means.items()}
+    assert {(customer, day): mean for customer, day, mean in mart} == {
+        key: str(value) for key, value in means.items()
+    }
 
 
 def test_unit_tests_run_in_retailctl_test_and_a_failing_one_exits_3(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     run_all(cli_env, start_mock(sales=300).url)
     passing = run_cli(["test"], env=cli_env)
     assert passing.returncode == 0, passing.stderr
@@ -128,4 +148,5 @@ def test_unit_tests_run_in_retailctl_test_and_a_failing_one_exits_3(
     assert failing.returncode == 3
     assert f"unit_test {UNIT_TESTS[0]}: fail in " in failing.stdout
     assert failing.stderr.splitlines()[-1] == (
-        f"error: 1 dbt test(s) failed: {UNIT_TESTS[0]}: unit test output differs from its expected rows")
+        f"error: 1 dbt test(s) failed: {UNIT_TESTS[0]}: unit test output differs from its expected rows"
+    )

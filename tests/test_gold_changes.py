@@ -24,8 +24,7 @@ from psycopg import sql
 from tests.helpers import run_cli
 
 MOCK = {"sales": 400, "customers": 20, "hidden_products": 5}
-GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer",
-               "customers_snapshot")
+GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer", "customers_snapshot")
 
 # -- a simulated load: the silver half's contract, by hand -----------------------------------
 
@@ -85,7 +84,8 @@ select md5(string_agg(row(sales_item_id, sale_id, line_no, sales_datetime, day, 
 from gold.sales_item
 """
 TABLE_CHECKSUM = sql.SQL(
-    "select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from gold.{} as t")
+    "select count(*), md5(coalesce(string_agg(t::text, '|' order by t::text), '')) from gold.{} as t"
+)
 ORPHAN_FACT_ROWS = """
 select count(*) from gold.sales_item as f
 where not exists (select from gold.dim_product as p where p.product_id = f.product_sku)
@@ -110,15 +110,14 @@ def remove_line(conn: psycopg.Connection, sale_id: int, line_no: int) -> None:
     assert conn.execute(REMOVE_LINE, (sale_id, line_no)).rowcount == 1
 
 
-def change_line(conn: psycopg.Connection, sale_id: int, line_no: int, quantity: int,
-                amount: str) -> None:
+def change_line(conn: psycopg.Connection, sale_id: int, line_no: int, quantity: int, amount: str) -> None:
     assert conn.execute(CHANGE_LINE, (quantity, Decimal(amount), sale_id, line_no)).rowcount == 1
 
 
 def set_deleted(conn: psycopg.Connection, table: str, key: str, value: str, deleted: bool) -> None:
     statement = sql.SQL(SET_DELETED).format(  # type: ignore[arg-type]
-        table=sql.Identifier(table), key=sql.Identifier(key),
-        value=sql.SQL("now()" if deleted else "null"))
+        table=sql.Identifier(table), key=sql.Identifier(key), value=sql.SQL("now()" if deleted else "null")
+    )
     assert conn.execute(statement, (value,)).rowcount == 1
 
 
@@ -141,8 +140,11 @@ def transform(env: dict[str, str]) -> dict[str, int | None]:
     """A plain (incremental) `retailctl transform`; rows written per node."""
     result = run_cli(["transform", "--json"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    return {node["name"]: node["rows_affected"]
-            for command in json.loads(result.stdout)["commands"] for node in command["nodes"]}
+    return {
+        node["name"]: node["rows_affected"]
+        for command in json.loads(result.stdout)["commands"]
+        for node in command["nodes"]
+    }
 
 
 def step_statuses(run: dict[str, Any]) -> dict[str, str]:
@@ -152,8 +154,10 @@ def step_statuses(run: dict[str, Any]) -> dict[str, str]:
 def gold_checksums(db_url: str) -> dict[str, tuple[Any, ...]]:
     """Row count and md5 of every row, every column, of each Gold table."""
     with psycopg.connect(db_url) as conn:
-        return {table: conn.execute(TABLE_CHECKSUM.format(sql.Identifier(table))).fetchall()[0]
-                for table in GOLD_TABLES}
+        return {
+            table: conn.execute(TABLE_CHECKSUM.format(sql.Identifier(table))).fetchall()[0]
+            for table in GOLD_TABLES
+        }
 
 
 def assert_gold_equals_silver(db_url: str) -> None:
@@ -164,8 +168,9 @@ def assert_gold_equals_silver(db_url: str) -> None:
     fact = {row[0]: row[1:] for row in query(db_url, FACT_LINES)}
     assert len(fact) == scalar(db_url, "select count(*) from gold.sales_item")  # no duplicate
     assert fact == silver
-    assert scalar(db_url, "select sum(item_amount) from gold.sales_item") == \
-        scalar(db_url, "select sum(amount) from silver.sales_product")
+    assert scalar(db_url, "select sum(item_amount) from gold.sales_item") == scalar(
+        db_url, "select sum(amount) from silver.sales_product"
+    )
     expected = {(row[0], row[1]): row[2:] for row in query(db_url, SILVER_MART)}
     mart = {(row[0], row[1]): row[2:] for row in query(db_url, GOLD_MART)}
     assert set(mart) - set(expected) == set(), "customer-days without a sale left in the mart"
@@ -175,35 +180,52 @@ def assert_gold_equals_silver(db_url: str) -> None:
 
 
 def lines_of(db_url: str, sale_ids: set[int]) -> int:
-    return scalar(db_url, "select count(*) from silver.sales_product where sale_id = any(%s)",
-                  (list(sale_ids),))
+    return scalar(
+        db_url, "select count(*) from silver.sales_product where sale_id = any(%s)", (list(sale_ids),)
+    )
 
 
 def pairs_of(db_url: str, sale_ids: set[int], changed_since: datetime) -> set[tuple[str, date]]:
     """The (customer, day) pairs an incremental mart run must recompute: where the sales are
     now, and where the change log says they were."""
-    now = query(db_url, "select customer_id, (datetime at time zone 'UTC')::date "
-                        "from silver.sales_customer where id = any(%s)", (list(sale_ids),))
-    before = query(db_url, "select customer_id, day from silver.sales_changes where _loaded_at > %s",
-                   (changed_since,))
+    now = query(
+        db_url,
+        "select customer_id, (datetime at time zone 'UTC')::date "
+        "from silver.sales_customer where id = any(%s)",
+        (list(sale_ids),),
+    )
+    before = query(
+        db_url, "select customer_id, day from silver.sales_changes where _loaded_at > %s", (changed_since,)
+    )
     return {*map(tuple, now), *map(tuple, before)}  # type: ignore[arg-type]
 
 
 def pick_sales(db_url: str) -> dict[str, Any]:
     """Sales to correct, chosen by shape from what run-all loaded."""
-    multi_line = [row[0] for row in query(
-        db_url, "select sale_id from silver.sales_product group by sale_id "
-                "having count(*) >= 3 order by sale_id")]
-    crowded = [row[0] for row in query(
-        db_url, "select id from silver.sales_customer as h where (select count(*) "
-                "from silver.sales_customer as o where o.customer_id = h.customer_id and "
-                "(o.datetime at time zone 'UTC')::date = (h.datetime at time zone 'UTC')::date) >= 3 "
-                "order by id")]
+    multi_line = [
+        row[0]
+        for row in query(
+            db_url,
+            "select sale_id from silver.sales_product group by sale_id having count(*) >= 3 order by sale_id",
+        )
+    ]
+    crowded = [
+        row[0]
+        for row in query(
+            db_url,
+            "select id from silver.sales_customer as h where (select count(*) "
+            "from silver.sales_customer as o where o.customer_id = h.customer_id and "
+            "(o.datetime at time zone 'UTC')::date = (h.datetime at time zone 'UTC')::date) >= 3 "
+            "order by id",
+        )
+    ]
     inferred = query(
-        db_url, "select l.sale_id, l.line_no, l.product_sku from silver.sales_product as l "
-                "where not exists (select from silver.products as p where p.product_sku = l.product_sku) "
-                "and (select count(*) from silver.sales_product as o where o.sale_id = l.sale_id) >= 2 "
-                "order by l.sale_id, l.line_no")
+        db_url,
+        "select l.sale_id, l.line_no, l.product_sku from silver.sales_product as l "
+        "where not exists (select from silver.products as p where p.product_sku = l.product_sku) "
+        "and (select count(*) from silver.sales_product as o where o.sale_id = l.sale_id) >= 2 "
+        "order by l.sale_id, l.line_no",
+    )
     f = inferred[0]
     a = next(sale for sale in crowded if sale != f[0])
     b, c, d, e = [sale for sale in multi_line if sale not in {a, f[0]}][:4]
@@ -211,7 +233,8 @@ def pick_sales(db_url: str) -> dict[str, Any]:
 
 
 def test_corrections_reach_the_fact_and_the_mart_exactly(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
     run_all(env)
     sales = pick_sales(db_url)
@@ -250,20 +273,35 @@ def test_corrections_reach_the_fact_and_the_mart_exactly(
     assert written["sales_item"] == lines_of(db_url, touched)  # the touched sales, not history
     assert written["mart_sales_by_customer"] == len(pairs_of(db_url, touched, before))
     assert_gold_equals_silver(db_url)
-    assert query(db_url, "select n_sales, n_items, total_revenue from gold.mart_sales_by_customer "
-                         "where customer_id = 'C000001' and day = '2031-01-02'") == \
-        [(2, lines_of(db_url, {a}) + 2, scalar(
-            db_url, "select sum(amount) from silver.sales_product where sale_id = %s", (a,))
-          + Decimal("30.00"))]
-    assert query(db_url, "select count(*) from gold.mart_sales_by_customer "
-                         "where customer_id = 'C000002' and day = '2031-02-02'") == [(0,)]
-    assert query(db_url, "select customer_id, day from gold.sales_item where sale_id = %s "
-                         "group by 1, 2", (d,)) == [("C000003", date(2031, 3, 3))]
-    assert query(db_url, "select product_description, item_quantity, item_amount, discount_perc "
-                         "from gold.sales_item where sales_item_id = %s", (f"{f}-{f_line}",)) == \
-        [(None, 9, Decimal("999.99"), None)]
-    assert query(db_url, "select is_inferred, is_deleted from gold.dim_product where product_id = %s",
-                 (f_sku,)) == [(True, False)]
+    assert query(
+        db_url,
+        "select n_sales, n_items, total_revenue from gold.mart_sales_by_customer "
+        "where customer_id = 'C000001' and day = '2031-01-02'",
+    ) == [
+        (
+            2,
+            lines_of(db_url, {a}) + 2,
+            scalar(db_url, "select sum(amount) from silver.sales_product where sale_id = %s", (a,))
+            + Decimal("30.00"),
+        )
+    ]
+    assert query(
+        db_url,
+        "select count(*) from gold.mart_sales_by_customer "
+        "where customer_id = 'C000002' and day = '2031-02-02'",
+    ) == [(0,)]
+    assert query(
+        db_url, "select customer_id, day from gold.sales_item where sale_id = %s group by 1, 2", (d,)
+    ) == [("C000003", date(2031, 3, 3))]
+    assert query(
+        db_url,
+        "select product_description, item_quantity, item_amount, discount_perc "
+        "from gold.sales_item where sales_item_id = %s",
+        (f"{f}-{f_line}",),
+    ) == [(None, 9, Decimal("999.99"), None)]
+    assert query(
+        db_url, "select is_inferred, is_deleted from gold.dim_product where product_id = %s", (f_sku,)
+    ) == [(True, False)]
 
     # round 2: (a)'s pair loses both its sales, one per load: it must disappear
     before = scalar(db_url, "select now()")
@@ -275,15 +313,24 @@ def test_corrections_reach_the_fact_and_the_mart_exactly(
     assert written["sales_item"] == lines_of(db_url, {a, new_sale})
     assert written["mart_sales_by_customer"] == 2  # (C000001, 2031-01-02) emptied, (C000004, 2031-04-04)
     assert_gold_equals_silver(db_url)
-    assert query(db_url, "select count(*) from gold.mart_sales_by_customer "
-                         "where customer_id = 'C000001' and day = '2031-01-02'") == [(0,)]
-    assert pairs_of(db_url, {a, new_sale}, before) == \
-        {("C000001", date(2031, 1, 2)), ("C000004", date(2031, 4, 4))}
+    assert query(
+        db_url,
+        "select count(*) from gold.mart_sales_by_customer "
+        "where customer_id = 'C000001' and day = '2031-01-02'",
+    ) == [(0,)]
+    assert pairs_of(db_url, {a, new_sale}, before) == {
+        ("C000001", date(2031, 1, 2)),
+        ("C000004", date(2031, 4, 4)),
+    }
 
     # a second run with nothing new writes nothing
-    assert transform(env) == {"dim_customer": written["dim_customer"],
-                              "dim_product": written["dim_product"], "sales_item": 0,
-                              "mart_sales_by_customer": 0, "customers_snapshot": 0}
+    assert transform(env) == {
+        "dim_customer": written["dim_customer"],
+        "dim_product": written["dim_product"],
+        "sales_item": 0,
+        "mart_sales_by_customer": 0,
+        "customers_snapshot": 0,
+    }
 
     tests = run_cli(["test"], env=env)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -292,26 +339,40 @@ def test_corrections_reach_the_fact_and_the_mart_exactly(
     assert gold_checksums(db_url) == settled
     idle = run_all(env)
     assert gold_checksums(db_url) == settled
-    assert step_statuses(first) == {"extract": "success", "load": "success", "transform": "success",
-                                    "test": "success"}
-    assert step_statuses(idle) == {"extract": "success", "load": "success", "transform": "skipped",
-                                   "test": "skipped"}
+    assert step_statuses(first) == {
+        "extract": "success",
+        "load": "success",
+        "transform": "success",
+        "test": "success",
+    }
+    assert step_statuses(idle) == {
+        "extract": "success",
+        "load": "success",
+        "transform": "skipped",
+        "test": "skipped",
+    }
 
 
 def test_delisted_then_relisted_product_and_customer(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
     run_all(env)
-    sku, customer = query(db_url, "select l.product_sku, h.customer_id from silver.sales_product as l "
-                                  "join silver.sales_customer as h on h.id = l.sale_id "
-                                  "join silver.products as p on p.product_sku = l.product_sku "
-                                  "order by l.sale_id limit 1")[0]
+    sku, customer = query(
+        db_url,
+        "select l.product_sku, h.customer_id from silver.sales_product as l "
+        "join silver.sales_customer as h on h.id = l.sale_id "
+        "join silver.products as p on p.product_sku = l.product_sku "
+        "order by l.sale_id limit 1",
+    )[0]
     fact_values = scalar(db_url, FACT_VALUES)
-    product_lines = scalar(db_url, "select count(*) from silver.sales_product where product_sku = %s",
-                           (sku,))
+    product_lines = scalar(db_url, "select count(*) from silver.sales_product where product_sku = %s", (sku,))
     product_sales_lines = scalar(
-        db_url, "select count(*) from silver.sales_product where sale_id in "
-                "(select sale_id from silver.sales_product where product_sku = %s)", (sku,))
+        db_url,
+        "select count(*) from silver.sales_product where sale_id in "
+        "(select sale_id from silver.sales_product where product_sku = %s)",
+        (sku,),
+    )
     assert product_lines > 0
 
     with silver_load(db_url) as conn:
@@ -321,51 +382,80 @@ def test_delisted_then_relisted_product_and_customer(
     # the product's sales are rewritten whole (its _loaded_at moved), nothing else
     assert written["sales_item"] == product_sales_lines
     deleted_at = scalar(db_url, "select _deleted_at from silver.products where product_sku = %s", (sku,))
-    assert query(db_url, "select is_deleted, deleted_at, is_inferred, description is not null "
-                         "from gold.dim_product where product_id = %s", (sku,)) == \
-        [(True, deleted_at, False, True)]
-    assert query(db_url, "select is_deleted, deleted_at is not null, is_inferred "
-                         "from gold.dim_customer where customer_id = %s", (customer,)) == \
-        [(True, True, False)]
+    assert query(
+        db_url,
+        "select is_deleted, deleted_at, is_inferred, description is not null "
+        "from gold.dim_product where product_id = %s",
+        (sku,),
+    ) == [(True, deleted_at, False, True)]
+    assert query(
+        db_url,
+        "select is_deleted, deleted_at is not null, is_inferred "
+        "from gold.dim_customer where customer_id = %s",
+        (customer,),
+    ) == [(True, True, False)]
     assert scalar(db_url, "select count(*) from gold.dim_product where is_deleted") == 1
     assert scalar(db_url, "select count(*) from gold.dim_customer where is_deleted") == 1
     assert scalar(db_url, FACT_VALUES) == fact_values  # facts untouched, still joined
-    assert scalar(db_url, "select count(*) from gold.sales_item as f join gold.dim_product as p "
-                          "on p.product_id = f.product_sku where p.is_deleted") == product_lines
+    assert (
+        scalar(
+            db_url,
+            "select count(*) from gold.sales_item as f join gold.dim_product as p "
+            "on p.product_id = f.product_sku where p.is_deleted",
+        )
+        == product_lines
+    )
     assert_gold_equals_silver(db_url)
 
     with silver_load(db_url) as conn:
         set_deleted(conn, "products", "product_sku", sku, deleted=False)
         set_deleted(conn, "customers", "customer_id", customer, deleted=False)
     transform(env)
-    assert query(db_url, "select is_deleted, deleted_at from gold.dim_product where product_id = %s",
-                 (sku,)) == [(False, None)]
-    assert query(db_url, "select is_deleted, deleted_at from gold.dim_customer where customer_id = %s",
-                 (customer,)) == [(False, None)]
+    assert query(
+        db_url, "select is_deleted, deleted_at from gold.dim_product where product_id = %s", (sku,)
+    ) == [(False, None)]
+    assert query(
+        db_url, "select is_deleted, deleted_at from gold.dim_customer where customer_id = %s", (customer,)
+    ) == [(False, None)]
     assert scalar(db_url, "select count(*) from gold.dim_product where is_deleted") == 0
     assert scalar(db_url, FACT_VALUES) == fact_values
     assert_gold_equals_silver(db_url)
     # the snapshot kept each listing as a version: listed, delisted, listed again (current)
-    versions = query(db_url, "select _deleted_at is not null, dbt_valid_to is null "
-                             "from gold.customers_snapshot where customer_id = %s "
-                             "order by dbt_valid_from", (customer,))
+    versions = query(
+        db_url,
+        "select _deleted_at is not null, dbt_valid_to is null "
+        "from gold.customers_snapshot where customer_id = %s "
+        "order by dbt_valid_from",
+        (customer,),
+    )
     assert versions == [(False, False), (True, False), (False, True)]
-    assert scalar(db_url, "select count(*) from gold.customers_snapshot "
-                          "where customer_id <> %s and dbt_valid_to is not null", (customer,)) == 0
+    assert (
+        scalar(
+            db_url,
+            "select count(*) from gold.customers_snapshot "
+            "where customer_id <> %s and dbt_valid_to is not null",
+            (customer,),
+        )
+        == 0
+    )
 
     tests = run_cli(["test"], env=env)
     assert tests.returncode == 0, tests.stdout + tests.stderr
 
 
 def test_a_run_whose_only_change_is_a_removed_line_still_builds_gold(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     """The idle check sees the change log: without it, no silver _loaded_at moved, dbt would be
     skipped and the fact would keep the removed line."""
     env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
     run_all(env)
     assert step_statuses(run_all(env))["transform"] == "skipped"  # idle: nothing new
-    sale = scalar(db_url, "select sale_id from silver.sales_product group by sale_id "
-                          "having count(*) >= 2 order by sale_id limit 1")
+    sale = scalar(
+        db_url,
+        "select sale_id from silver.sales_product group by sale_id "
+        "having count(*) >= 2 order by sale_id limit 1",
+    )
     last = scalar(db_url, "select max(line_no) from silver.sales_product where sale_id = %s", (sale,))
     with silver_load(db_url) as conn:
         remove_line(conn, sale, last)
@@ -374,7 +464,9 @@ def test_a_run_whose_only_change_is_a_removed_line_still_builds_gold(
     assert step_statuses(run)["transform"] == "success"
     transformed = next(step for step in run["steps"] if step["step"] == "transform")
     assert transformed["counts"]["sales_item"] == last - 1  # the sale's remaining lines
-    assert scalar(db_url, "select count(*) from gold.sales_item where sales_item_id = %s",
-                  (f"{sale}-{last}",)) == 0
+    assert (
+        scalar(db_url, "select count(*) from gold.sales_item where sales_item_id = %s", (f"{sale}-{last}",))
+        == 0
+    )
     assert_gold_equals_silver(db_url)
     assert step_statuses(run_all(env))["transform"] == "skipped"

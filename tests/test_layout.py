@@ -7,8 +7,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("retailctl.extract", "retailctl.load", "retailctl.gold", "retailctl.verify")
-BOTTOM = ("retailctl.config", "retailctl.errors", "retailctl.store", "retailctl.bronze_files",
-          "retailctl.prefetch", "retailctl.resources")
+BOTTOM = (
+    "retailctl.config",
+    "retailctl.errors",
+    "retailctl.store",
+    "retailctl.bronze_files",
+    "retailctl.prefetch",
+    "retailctl.resources",
+)
 
 
 def module_name(path: Path) -> str:
@@ -36,9 +42,11 @@ def within(name: str, prefixes: tuple[str, ...]) -> str | None:
 
 
 def test_only_the_cli_imports_typer_rich_and_the_mock() -> None:
-    offenders = {module: sorted(i for i in imported if within(i, ("typer", "rich", "mock_api")))
-                 for module, imported in graph("retailctl").items()
-                 if not within(module, ("retailctl.cli",))}
+    offenders = {
+        module: sorted(i for i in imported if within(i, ("typer", "rich", "mock_api")))
+        for module, imported in graph("retailctl").items()
+        if not within(module, ("retailctl.cli",))
+    }
     assert {m: i for m, i in offenders.items() if i} == {}
 
 
@@ -65,6 +73,8 @@ def test_the_bottom_layers_import_no_step_pipeline_or_cli() -> None:
 
 
 def test_the_mock_api_imports_nothing_from_retailctl() -> None:
-    leaks = {m: sorted(i for i in imported if within(i, ("retailctl",)))
-             for m, imported in graph("mock_api").items()}
+    leaks = {
+        m: sorted(i for i in imported if within(i, ("retailctl",)))
+        for m, imported in graph("mock_api").items()
+    }
     assert {m: i for m, i in leaks.items() if i} == {}

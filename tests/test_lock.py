@@ -20,18 +20,23 @@ def lock_in_another_database(reference_db_url: str) -> Iterator[None]:
         yield
 
 
-def test_a_lock_in_another_database_does_not_block_this_one(cli_env: dict[str, str],
-                                                            lock_in_another_database: None) -> None:
+def test_a_lock_in_another_database_does_not_block_this_one(
+    cli_env: dict[str, str], lock_in_another_database: None
+) -> None:
     result = invoke(["state", "set", "--last-sales-id", "42"], env=cli_env)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == ["next sales id: 1 -> 42"]
 
 
-@pytest.mark.xfail(strict=True, reason="retailctl/store/lock.py LOCK_HOLDER_QUERY reads pg_locks of "
-                   "every database: it needs `and l.database = (select oid from pg_database where "
-                   "datname = current_database())`")
-def test_status_does_not_name_a_holder_in_another_database(cli_env: dict[str, str],
-                                                           lock_in_another_database: None) -> None:
+@pytest.mark.xfail(
+    strict=True,
+    reason="retailctl/store/lock.py LOCK_HOLDER_QUERY reads pg_locks of "
+    "every database: it needs `and l.database = (select oid from pg_database where "
+    "datname = current_database())`",
+)
+def test_status_does_not_name_a_holder_in_another_database(
+    cli_env: dict[str, str], lock_in_another_database: None
+) -> None:
     result = invoke(["status", "--json"], env=cli_env)
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["lock_holder"] is None

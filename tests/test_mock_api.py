@@ -46,10 +46,8 @@ def test_out_of_range_limit_is_422(mock_api: BackgroundServer, limit: int) -> No
     assert get(mock_api, "/sales", limit=limit).status_code == 422
 
 
-@pytest.mark.parametrize(("path", "key"), [("/products", "product_sku"),
-                                           ("/customers", "customer_id")])
-def test_offset_paging_reaches_exactly_total_items(mock_api: BackgroundServer, path: str,
-                                                   key: str) -> None:
+@pytest.mark.parametrize(("path", "key"), [("/products", "product_sku"), ("/customers", "customer_id")])
+def test_offset_paging_reaches_exactly_total_items(mock_api: BackgroundServer, path: str, key: str) -> None:
     seen: list[str] = []
     offset, total = 0, None
     while True:
@@ -79,8 +77,10 @@ def test_sales_paging_reaches_exactly_total_items_with_id_gaps(start_mock) -> No
 
 
 def test_sales_lines_add_up_to_the_cent(mock_api: BackgroundServer) -> None:
-    products = {p["product_sku"]: Decimal(str(p["unit_amount"]))
-                for p in get(mock_api, "/products", limit=1000).json()["items"]}
+    products = {
+        p["product_sku"]: Decimal(str(p["unit_amount"]))
+        for p in get(mock_api, "/products", limit=1000).json()["items"]
+    }
     sales = get(mock_api, "/sales", start_sales_id=1, limit=1000).json()["items"]
     assert len(sales) == 1000
     for sale in sales:
@@ -98,8 +98,9 @@ def test_same_seed_gives_byte_identical_pages() -> None:
     pages = []
     for _ in range(2):
         with BackgroundServer(MockConfig(data=DataConfig(seed=7), api_key=API_KEY)) as server:
-            pages.append([get(server, path, limit=300).content
-                          for path in ("/sales", "/customers", "/products")])
+            pages.append(
+                [get(server, path, limit=300).content for path in ("/sales", "/customers", "/products")]
+            )
     assert pages[0] == pages[1]
     with BackgroundServer(MockConfig(data=DataConfig(seed=8), api_key=API_KEY)) as other:
         assert get(other, "/sales", limit=300).content != pages[0][0]
@@ -118,9 +119,13 @@ def serve_cli() -> Iterator[Callable[[list[str]], tuple[subprocess.Popen[bytes],
 
     def start(options: list[str]) -> tuple[subprocess.Popen[bytes], int]:
         port = free_port()
-        servers.append(subprocess.Popen(
-            [sys.executable, "-m", "retailctl", "api", "serve", "--port", str(port), *options],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "retailctl", "api", "serve", "--port", str(port), *options],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         return servers[-1], port
 
     yield start
@@ -147,9 +152,13 @@ def test_a_million_sales_start_in_under_two_seconds(serve_cli) -> None:
     """Start-up does not grow with the source: measured in the server's CPU time, which a busy
     machine does not inflate as it does wall time."""
     server, port = serve_cli(["--sales", "1000000", "--api-key", API_KEY])
-    response = wait_until(lambda: first_answer(f"http://127.0.0.1:{port}/sales",
-                                                {"start_sales_id": 999_001, "limit": 1000}),
-                          30, "the server to answer", alive=server, interval=0.02)
+    response = wait_until(
+        lambda: first_answer(f"http://127.0.0.1:{port}/sales", {"start_sales_id": 999_001, "limit": 1000}),
+        30,
+        "the server to answer",
+        alive=server,
+        interval=0.02,
+    )
     used = cpu_seconds(server.pid)
     body = response.json()
     assert body["total_items"] == 1_000_000
@@ -160,16 +169,21 @@ def test_a_million_sales_start_in_under_two_seconds(serve_cli) -> None:
 def test_faults_appear_at_the_configured_rates() -> None:
     faults = FaultConfig(fail_rate=0.2, throttle_rate=0.1)
     client = TestClient(create_app(MockConfig(faults=faults, api_key=API_KEY)))  # in-process
-    statuses = [client.get("/products", params={"limit": 1},
-                           headers={"Authorization": API_KEY}).status_code for _ in range(1000)]
+    statuses = [
+        client.get("/products", params={"limit": 1}, headers={"Authorization": API_KEY}).status_code
+        for _ in range(1000)
+    ]
     throttled = [s for s in statuses if s == 429]
     failed = [s for s in statuses if s in (500, 503)]
     assert 0.07 < len(throttled) / 1000 < 0.13
     assert 0.16 < len(failed) / 1000 < 0.24
     assert {500, 503} <= set(failed)
     assert len(throttled) + len(failed) + statuses.count(200) == 1000
-    response = next(r for r in (client.get("/sales", headers={"Authorization": API_KEY})
-                                for _ in range(200)) if r.status_code == 429)
+    response = next(
+        r
+        for r in (client.get("/sales", headers={"Authorization": API_KEY}) for _ in range(200))
+        if r.status_code == 429
+    )
     assert response.headers["Retry-After"] == "1"
 
 
@@ -185,12 +199,16 @@ def test_live_mode_adds_sales_over_time() -> None:
     client = TestClient(create_app(config))
 
     def sales_from_101() -> dict[str, Any]:
-        return client.get("/sales", params={"start_sales_id": 101, "limit": 10},
-                          headers={"Authorization": API_KEY}).json()
+        return client.get(
+            "/sales", params={"start_sales_id": 101, "limit": 10}, headers={"Authorization": API_KEY}
+        ).json()
 
     first = client.get("/sales", headers={"Authorization": API_KEY}).json()["total_items"]
-    body = wait_until(lambda: (page := sales_from_101())["total_items"] >= 103 and page, 10,
-                      "three live sales (10 a second)")
+    body = wait_until(
+        lambda: (page := sales_from_101())["total_items"] >= 103 and page,
+        10,
+        "three live sales (10 a second)",
+    )
     assert first >= 100
     assert body["total_items"] >= 103
     assert body["items"][0]["id"] == 101
@@ -253,7 +271,7 @@ def test_each_correction_kind_changes_only_what_it_says() -> None:
             assert len(after["items"]) == len(before["items"])
             differing = [(b, a) for b, a in zip(before["items"], after["items"], strict=True) if b != a]
             assert len(differing) == 1
-            (b, a), = differing
+            ((b, a),) = differing
             assert a["product_sku"] == b["product_sku"] and a["quantity"] != b["quantity"]
             assert a["amount"] != b["amount"]
 
@@ -267,8 +285,10 @@ def test_corrections_are_served_as_the_generator_computes_them(start_mock) -> No
     assert all(c.index >= 2_500 for c in truth.corrections())  # only within the window
     assert len(truth.corrections()) == 12
     second = start_mock(**vars(config))  # deterministic: the same seed, the same corrections
-    assert get(second, "/sales", start_sales_id=2_401, limit=600).content == \
-        get(first, "/sales", start_sales_id=2_401, limit=600).content
+    assert (
+        get(second, "/sales", start_sales_id=2_401, limit=600).content
+        == get(first, "/sales", start_sales_id=2_401, limit=600).content
+    )
 
 
 def test_a_new_correction_version_adds_a_round_and_can_correct_a_sale_twice() -> None:
@@ -292,12 +312,14 @@ def test_admin_corrections_endpoint_corrects_and_says_what(start_mock) -> None: 
     server = start_mock(sales=1_000)
     truth = RetailData(DataConfig(sales=1_000))
     assert httpx.post(server.url + "/_admin/corrections", params={"count": 5}).status_code == 401
-    response = httpx.post(server.url + "/_admin/corrections", params={"count": 6, "window": 50},
-                          headers={"Authorization": API_KEY})
+    response = httpx.post(
+        server.url + "/_admin/corrections",
+        params={"count": 6, "window": 50},
+        headers={"Authorization": API_KEY},
+    )
     assert response.status_code == 200
     expected = truth.correct(6, 50)
-    assert response.json() == {"round": 0, "corrected": [
-        {"id": c.sale_id, "kind": c.kind} for c in expected]}
+    assert response.json() == {"round": 0, "corrected": [{"id": c.sale_id, "kind": c.kind} for c in expected]}
     assert len(expected) == 6 and all(c.sale_id > 950 for c in expected)
     assert {c.kind for c in expected} == {"customer", "day", "line_removed", "quantity"}
     assert all_sales(server) == {sale["id"]: sale for sale in map(truth.sale, range(1_000))}
@@ -313,13 +335,17 @@ def test_delisted_products_and_customers_leave_the_lists_and_come_back(start_moc
     ids, total = listed(server, "/customers", "customer_id")
     assert total == len(ids) == 495
     assert ids == [truth.customer(i)["customer_id"] for i in truth.listed_customers()]
-    paged = [item["product_sku"] for offset in range(0, 197, 70)
-             for item in get(server, "/products", limit=70, offset=offset).json()["items"]]
+    paged = [
+        item["product_sku"]
+        for offset in range(0, 197, 70)
+        for item in get(server, "/products", limit=70, offset=offset).json()["items"]
+    ]
     assert paged == skus  # offset paging walks the listed ones only
 
     def delist(**counts: int) -> dict[str, list[str]]:
-        response = httpx.post(server.url + "/_admin/delist", params=counts,
-                              headers={"Authorization": API_KEY})
+        response = httpx.post(
+            server.url + "/_admin/delist", params=counts, headers={"Authorization": API_KEY}
+        )
         assert response.status_code == 200
         return response.json()  # type: ignore[no-any-return]
 
@@ -342,19 +368,52 @@ def test_admin_endpoints_are_never_faulted() -> None:
 def test_api_serve_options_correct_and_delist() -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "retailctl", "api", "serve", "--port", str(port), "--sales", "500",
-         "--corrections", "4", "--correction-window", "10", "--correction-version", "1",
-         "--delist-products", "2", "--delist-customers", "7", "--api-key", API_KEY],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "retailctl",
+            "api",
+            "serve",
+            "--port",
+            str(port),
+            "--sales",
+            "500",
+            "--corrections",
+            "4",
+            "--correction-window",
+            "10",
+            "--correction-version",
+            "1",
+            "--delist-products",
+            "2",
+            "--delist-customers",
+            "7",
+            "--api-key",
+            API_KEY,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
-    truth = RetailData(DataConfig(sales=500, corrections=4, correction_window=10,
-                                  correction_version=1, delisted_products=2, delisted_customers=7))
+    truth = RetailData(
+        DataConfig(
+            sales=500,
+            corrections=4,
+            correction_window=10,
+            correction_version=1,
+            delisted_products=2,
+            delisted_customers=7,
+        )
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
             try:
-                response = httpx.get(url + "/sales", params={"start_sales_id": 491, "limit": 10},
-                                     headers={"Authorization": API_KEY})
+                response = httpx.get(
+                    url + "/sales",
+                    params={"start_sales_id": 491, "limit": 10},
+                    headers={"Authorization": API_KEY},
+                )
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline, "server never came up"
@@ -363,8 +422,7 @@ def test_api_serve_options_correct_and_delist() -> None:
         assert len({c.index for c in truth.corrections()}) >= 4
         assert all(c.index >= 490 for c in truth.corrections())
         for path, total in (("/products", 198), ("/customers", 493)):
-            assert httpx.get(url + path, headers={"Authorization": API_KEY}
-                             ).json()["total_items"] == total
+            assert httpx.get(url + path, headers={"Authorization": API_KEY}).json()["total_items"] == total
     finally:
         server.terminate()
         server.wait(10)

@@ -30,10 +30,14 @@ from retailctl.cli import app
 from tests.helpers import API_KEY, RETAILCTL, VERSIONS, invoke, run_cli
 
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][A-Z0-9])")
-TALLY = re.compile(r"run ([0-9a-f-]{36}) \(cli\) succeeded in [\d.]+s: 4 steps; rows: bronze "
-                   r"\+([\d,]+), silver \+([\d,]+), gold \+([\d,]+); tests: (\d+) passed, 0 failed")
-IDLE_TALLY = re.compile(r"run [0-9a-f-]{36} \(cli\) succeeded in [\d.]+s: 4 steps \(2 skipped\); "
-                        r"rows: bronze \+0, silver \+0, gold \+0; tests: 0 passed, 0 failed")
+TALLY = re.compile(
+    r"run ([0-9a-f-]{36}) \(cli\) succeeded in [\d.]+s: 4 steps; rows: bronze "
+    r"\+([\d,]+), silver \+([\d,]+), gold \+([\d,]+); tests: (\d+) passed, 0 failed"
+)
+IDLE_TALLY = re.compile(
+    r"run [0-9a-f-]{36} \(cli\) succeeded in [\d.]+s: 4 steps \(2 skipped\); "
+    r"rows: bronze \+0, silver \+0, gold \+0; tests: 0 passed, 0 failed"
+)
 BAD_KEY = "API key rejected: GET /customers answered HTTP 401; check RETAIL_API_KEY"
 
 
@@ -47,18 +51,25 @@ def scalar(db_url: str, query: str) -> Any:
 
 
 def silver_total(db_url: str) -> int:
-    return scalar(db_url, "select (select count(*) from silver.customers) + "
-                          "(select count(*) from silver.products) + "
-                          "(select count(*) from silver.sales_customer) + "
-                          "(select count(*) from silver.sales_product)")
+    return scalar(
+        db_url,
+        "select (select count(*) from silver.customers) + "
+        "(select count(*) from silver.products) + "
+        "(select count(*) from silver.sales_customer) + "
+        "(select count(*) from silver.sales_product)",
+    )
 
 
 def run_on_terminal(args: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, str]:
     """The real CLI with a pseudo-terminal as its stdout and stderr: what a person sees."""
     leader, follower = pty.openpty()
-    process = subprocess.Popen([*RETAILCTL, *args], env={**env, "TERM": "xterm-256color",
-                                                         "COLUMNS": "160", "LINES": "50"},
-                               stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    process = subprocess.Popen(
+        [*RETAILCTL, *args],
+        env={**env, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"},
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
     os.close(follower)
     chunks = []
     deadline = time.monotonic() + timeout
@@ -79,8 +90,7 @@ def run_on_terminal(args: list[str], env: dict[str, str], timeout: float = 300) 
 
 
 def lines_of(text: str) -> list[str]:
-    return [line.strip() for line in ANSI.sub("", text).replace("\r", "\n").split("\n")
-            if line.strip()]
+    return [line.strip() for line in ANSI.sub("", text).replace("\r", "\n").split("\n") if line.strip()]
 
 
 @pytest.fixture
@@ -98,7 +108,8 @@ def env(cli_env: dict[str, str], small_api) -> dict[str, str]:  # type: ignore[n
 
 @pytest.mark.slow  # runs dbt
 def test_run_all_on_a_terminal_shows_live_progress_and_closes_with_the_tally(
-        env: dict[str, str], db_url: str) -> None:
+    env: dict[str, str], db_url: str
+) -> None:
     code, output = run_on_terminal(["run-all"], env)
     assert code == 0, output
     shown = lines_of(output)
@@ -112,11 +123,11 @@ def test_run_all_on_a_terminal_shows_live_progress_and_closes_with_the_tally(
     assert tally, shown[-5:]
     total = silver_total(db_url)
     assert number(tally[2]) == number(tally[3]) == total  # the first run writes every row once
-    assert number(tally[4]) == scalar(db_url, "select count(*) from gold.sales_item") + \
-        scalar(db_url, "select count(*) from gold.dim_customer") + \
-        scalar(db_url, "select count(*) from gold.dim_product") + \
-        scalar(db_url, "select count(*) from gold.mart_sales_by_customer") + \
-        scalar(db_url, "select count(*) from gold.customers_snapshot")
+    assert number(tally[4]) == scalar(db_url, "select count(*) from gold.sales_item") + scalar(
+        db_url, "select count(*) from gold.dim_customer"
+    ) + scalar(db_url, "select count(*) from gold.dim_product") + scalar(
+        db_url, "select count(*) from gold.mart_sales_by_customer"
+    ) + scalar(db_url, "select count(*) from gold.customers_snapshot")
     assert tally[1] == str(scalar(db_url, "select run_id from meta.pipeline_runs"))
     tests = run_cli(["test", "--json"], env=env)
     nodes = [n for c in json.loads(tests.stdout)["commands"] for n in c["nodes"]]
@@ -131,11 +142,15 @@ def test_run_all_off_a_terminal_prints_plain_lines(env: dict[str, str], db_url: 
     for result in (first, idle):
         assert "\x1b" not in result.stdout + result.stderr
     assert TALLY.fullmatch(first.stdout.splitlines()[-1])
-    assert re.fullmatch(r"extract customers: 500 records, 0 rejected, 1 file\(s\), [\d.]+s "
-                        r"\([\d,]+/s\)", first.stdout.splitlines()[0])
+    assert re.fullmatch(
+        r"extract customers: 500 records, 0 rejected, 1 file\(s\), [\d.]+s "
+        r"\([\d,]+/s\)",
+        first.stdout.splitlines()[0],
+    )
     assert idle.stdout.splitlines()[-3:-1] == [
         "transform: skipped, nothing new in silver since the last build",
-        "test: skipped, nothing new in silver since the last build"]
+        "test: skipped, nothing new in silver since the last build",
+    ]
     assert IDLE_TALLY.fullmatch(idle.stdout.splitlines()[-1])
 
 
@@ -152,8 +167,9 @@ def test_every_command_but_the_mock_server_has_json() -> None:
 
     found = dict(commands(typer.main.get_command(app)))
     assert {"run-all", "config", "state show", "doctor", "status"} <= set(found)
-    missing = [name for name, command in found.items()
-               if "--json" not in {o for p in command.params for o in p.opts}]
+    missing = [
+        name for name, command in found.items() if "--json" not in {o for p in command.params for o in p.opts}
+    ]
     assert missing == ["api serve"]
 
 
@@ -164,8 +180,7 @@ def test_json_documents_of_the_pipeline_commands(env: dict[str, str], db_url: st
     document = json.loads(run_all.stdout)
     assert document["status"] == "success" and document["trigger"] == "cli"
     assert [s["step"] for s in document["steps"]] == ["extract", "load", "transform", "test"]
-    assert all(isinstance(s["seconds"], float) and s["status"] == "success"
-               for s in document["steps"])
+    assert all(isinstance(s["seconds"], float) and s["status"] == "success" for s in document["steps"])
     assert document["started_at"].endswith("+00:00") and isinstance(document["seconds"], float)
     assert document["tally"]["silver_rows"] == silver_total(db_url)
     assert document["tally"]["tests_failed"] == 0
@@ -273,11 +288,17 @@ def test_json_log_format_makes_every_stderr_line_a_json_object(env: dict[str, st
     last = json.loads(failed.stderr.splitlines()[-1])
     assert failed.returncode == 77
     assert {k: last[k] for k in ("level", "message", "code", "step")} == {
-        "level": "error", "message": BAD_KEY, "code": 77, "step": "extract"}
+        "level": "error",
+        "message": BAD_KEY,
+        "code": 77,
+        "step": "extract",
+    }
     bad = run_cli(["status"], env={**log_env, "RETAIL_PAGE_SIZE": "x"})
     assert json.loads(bad.stderr)["message"].startswith("RETAIL_PAGE_SIZE='x' is invalid")
-    assert run_cli(["config"], env={**env, "RETAIL_LOG_FORMAT": "xml"}).stderr == \
-        "error: RETAIL_LOG_FORMAT='xml' is invalid: expected one of text, json\n"
+    assert (
+        run_cli(["config"], env={**env, "RETAIL_LOG_FORMAT": "xml"}).stderr
+        == "error: RETAIL_LOG_FORMAT='xml' is invalid: expected one of text, json\n"
+    )
 
 
 # -- doctor ------------------------------------------------------------------------------------
@@ -287,8 +308,7 @@ DOCTOR_CHECKS = ["data dir", "api", "clock", "database", "migrations", "lock", "
 
 
 @pytest.mark.slow  # runs dbt
-def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, str],
-                                                                 data_dir: Path) -> None:
+def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, str], data_dir: Path) -> None:
     data_dir.chmod(0o700)
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     result = run_cli(["doctor"], env=env)
@@ -296,13 +316,15 @@ def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, 
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [f"ok   {name}" for name in DOCTOR_CHECKS]
     assert lines[1] == f"ok   api: {env['RETAIL_API_URL']} reachable, key accepted, 200 products"
-    assert re.fullmatch(r"ok   database: PostgreSQL \d+.*, database retailctl_test_\w+ as postgres "
-                        r"\(.+\)", lines[3]), lines[3]
+    assert re.fullmatch(
+        r"ok   database: PostgreSQL \d+.*, database retailctl_test_\w+ as postgres "
+        r"\(.+\)",
+        lines[3],
+    ), lines[3]
     assert re.fullmatch(r"ok   migrations: all \d+ applied \(latest \d{3}_\w+\)", lines[4])
     document = json.loads(run_cli(["doctor", "--json"], env=env).stdout)
     assert document["ok"] is True
-    assert [(c["name"], c["status"]) for c in document["checks"]] == \
-        [(name, "ok") for name in DOCTOR_CHECKS]
+    assert [(c["name"], c["status"]) for c in document["checks"]] == [(name, "ok") for name in DOCTOR_CHECKS]
     code, output = run_on_terminal(["doctor"], env)
     assert code == 0 and "✓ api:" in lines_of(output)[1]
 
@@ -311,8 +333,10 @@ def test_doctor_all_green_against_the_mock_and_the_test_database(env: dict[str, 
 def test_doctor_fails_on_a_wrong_api_key(env: dict[str, str]) -> None:
     result = run_cli(["doctor"], env={**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     assert result.returncode == 1
-    assert f"FAIL api: {env['RETAIL_API_URL']} rejected the key (HTTP 401): check RETAIL_API_KEY" \
+    assert (
+        f"FAIL api: {env['RETAIL_API_URL']} rejected the key (HTTP 401): check RETAIL_API_KEY"
         in result.stdout.splitlines()
+    )
     assert result.stderr.splitlines()[-1] == "error: doctor: 1 check(s) failed: api"
     code, output = run_on_terminal(["doctor"], {**env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     assert code == 1 and any(line.startswith("✗ api: ") for line in lines_of(output))
@@ -320,29 +344,34 @@ def test_doctor_fails_on_a_wrong_api_key(env: dict[str, str]) -> None:
 
 @pytest.mark.slow  # runs dbt
 def test_doctor_reports_an_unreachable_database_and_what_it_could_not_check(
-        env: dict[str, str], data_dir: Path) -> None:
-    result = run_cli(["doctor", "--json"],
-                     env={**env, "RETAIL_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"})
+    env: dict[str, str], data_dir: Path
+) -> None:
+    result = run_cli(
+        ["doctor", "--json"], env={**env, "RETAIL_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    )
     assert result.returncode == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["database"]["status"] == "fail"
     assert checks["database"]["detail"].startswith(
-        "database unreachable at postgresql://postgres@127.0.0.1:1/nowhere: ")
+        "database unreachable at postgresql://postgres@127.0.0.1:1/nowhere: "
+    )
     assert (checks["migrations"]["status"], checks["lock"]["status"]) == ("skip", "skip")
     assert checks["api"]["status"] == "ok"  # the others still ran
     assert checks["data dir"]["status"] == "warn"  # the fixture's data dir is 0755
-    assert checks["data dir"]["detail"] == \
-        f"{data_dir} is readable by others (mode 0755): chmod 700 {data_dir}"
+    assert (
+        checks["data dir"]["detail"] == f"{data_dir} is readable by others (mode 0755): chmod 700 {data_dir}"
+    )
 
 
 @pytest.mark.slow  # runs dbt
-def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str, str],
-                                                                  db_url: str) -> None:
+def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str, str], db_url: str) -> None:
     result = run_cli(["doctor"], env=env)
     assert result.returncode == 0  # pending migrations are a warning: the next command applies them
     line = next(line for line in result.stdout.splitlines() if "migrations:" in line)
-    assert line == (f"warn migrations: {len(VERSIONS)} of {len(VERSIONS)} pending "
-                    f"({', '.join(VERSIONS)}): the next command applies them (or `retailctl db migrate`)")
+    assert line == (
+        f"warn migrations: {len(VERSIONS)} of {len(VERSIONS)} pending "
+        f"({', '.join(VERSIONS)}): the next command applies them (or `retailctl db migrate`)"
+    )
     assert scalar(db_url, "select to_regclass('meta.schema_migrations')") is None  # read-only
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     with psycopg.connect(db_url) as conn:  # a newer retailctl migrated this database
@@ -350,39 +379,51 @@ def test_doctor_says_migrations_are_pending_without_applying_them(env: dict[str,
     newer = run_cli(["doctor"], env=env)
     assert newer.returncode == 1
     assert next(line for line in newer.stdout.splitlines() if "migrations:" in line).startswith(
-        "FAIL migrations: this database records migration(s) 999_next, which this retailctl does "
-        "not ship")
+        "FAIL migrations: this database records migration(s) 999_next, which this retailctl does not ship"
+    )
 
 
 # -- Prometheus textfile ---------------------------------------------------------------------
 
 
 def metrics_of(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(path.read_text())
-            for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
 
 
 @pytest.mark.slow  # runs dbt
-def test_metrics_textfile_after_success_failure_and_a_single_step(env: dict[str, str], db_url: str,
-                                                                   tmp_path: Path) -> None:
+def test_metrics_textfile_after_success_failure_and_a_single_step(
+    env: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
     path = tmp_path / "textfile" / "retailctl.prom"
     metrics_env = {**env, "RETAIL_METRICS_FILE": str(path)}
     assert run_cli(["run-all"], env=metrics_env).returncode == 0
     first = metrics_of(path)
     assert first["retailctl_last_exit_code", ()] == 0
     for table in ("customers", "products", "sales_customer", "sales_product"):
-        assert first["retailctl_rows", (("layer", "silver"), ("table", table))] == \
-            scalar(db_url, f"select count(*) from silver.{table}")
-    assert first["retailctl_rows", (("layer", "gold"), ("table", "sales_item"))] == \
-        scalar(db_url, "select count(*) from gold.sales_item")
+        assert first["retailctl_rows", (("layer", "silver"), ("table", table))] == scalar(
+            db_url, f"select count(*) from silver.{table}"
+        )
+    assert first["retailctl_rows", (("layer", "gold"), ("table", "sales_item"))] == scalar(
+        db_url, "select count(*) from gold.sales_item"
+    )
     assert first["retailctl_sales_cursor", ()] == 301
     assert first["retailctl_rejected_records_total", ()] == 0
-    success = scalar(db_url, "select extract(epoch from max(finished_at))::float8 "
-                             "from meta.pipeline_runs where status = 'success'")
+    success = scalar(
+        db_url,
+        "select extract(epoch from max(finished_at))::float8 "
+        "from meta.pipeline_runs where status = 'success'",
+    )
     assert first["retailctl_last_success_timestamp_seconds", ()] == success
-    assert {labels[0][1] for name, labels in first if name == "retailctl_step_duration_seconds"} \
-        == {"extract", "load", "transform", "test"}
+    assert {labels[0][1] for name, labels in first if name == "retailctl_step_duration_seconds"} == {
+        "extract",
+        "load",
+        "transform",
+        "test",
+    }
     assert 0 <= first["retailctl_gold_freshness_seconds", ()] < 120
     assert list(path.parent.iterdir()) == [path]  # the temp file was renamed over it
 
@@ -392,8 +433,9 @@ def test_metrics_textfile_after_success_failure_and_a_single_step(env: dict[str,
     assert after_failure["retailctl_last_exit_code", ()] == 77
     assert after_failure["retailctl_last_success_timestamp_seconds", ()] == success
 
-    unreachable = run_cli(["run-all"], env={
-        **metrics_env, "RETAIL_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"})
+    unreachable = run_cli(
+        ["run-all"], env={**metrics_env, "RETAIL_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}
+    )
     assert unreachable.returncode == 69
     carried = metrics_of(path)
     assert carried["retailctl_last_exit_code", ()] == 69
@@ -406,8 +448,10 @@ def test_metrics_textfile_after_success_failure_and_a_single_step(env: dict[str,
     assert single["retailctl_last_success_timestamp_seconds", ()] > success
     load_seconds = single["retailctl_step_duration_seconds", (("step", "load"),)]
     assert load_seconds != first["retailctl_step_duration_seconds", (("step", "load"),)]
-    assert single["retailctl_step_duration_seconds", (("step", "transform"),)] == \
-        first["retailctl_step_duration_seconds", (("step", "transform"),)]  # kept from before
+    assert (
+        single["retailctl_step_duration_seconds", (("step", "transform"),)]
+        == first["retailctl_step_duration_seconds", (("step", "transform"),)]
+    )  # kept from before
 
 
 # -- healthcheck pings -----------------------------------------------------------------------
@@ -463,21 +507,26 @@ def ping_server(start_ping_server: Callable[..., PingServer]) -> PingServer:
 
 
 @pytest.mark.slow  # runs dbt
-def test_pings_start_then_success_or_the_exit_code(env: dict[str, str], db_url: str,
-                                                   ping_server: PingServer) -> None:
+def test_pings_start_then_success_or_the_exit_code(
+    env: dict[str, str], db_url: str, ping_server: PingServer
+) -> None:
     token = str(uuid.uuid4())
     ping_env = {**env, "RETAIL_HEALTHCHECK_URL": f"{ping_server.url}/{token}"}
     ok = run_cli(["run-all"], env=ping_env)
     assert ok.returncode == 0, ok.stderr
     run_id = str(scalar(db_url, "select run_id from meta.pipeline_runs"))
     assert [(m, p, r) for m, p, r, _ in ping_server.received] == [
-        ("POST", f"/{token}/start", run_id), ("POST", f"/{token}", run_id)]
+        ("POST", f"/{token}/start", run_id),
+        ("POST", f"/{token}", run_id),
+    ]
 
     ping_server.received.clear()
     failed = run_cli(["run-all"], env={**ping_env, "RETAIL_API_KEY": "NOT_" + API_KEY})
     assert failed.returncode == 77
     assert [(p, b) for _, p, _, b in ping_server.received] == [
-        (f"/{token}/start", ""), (f"/{token}/77", BAD_KEY)]
+        (f"/{token}/start", ""),
+        (f"/{token}/77", BAD_KEY),
+    ]
 
     config = run_cli(["config"], env=ping_env)
     assert f"RETAIL_HEALTHCHECK_URL\t{ping_server.url}/***\tenvironment" in config.stdout
@@ -492,7 +541,8 @@ def test_a_ping_server_answering_500_never_fails_the_run(env: dict[str, str], st
     assert [p for _, p, _, _ in server.received] == ["/check/start"] * 3 + ["/check"] * 3
     assert result.stderr.splitlines() == [
         "warning: healthcheck ping /start failed: HTTP 500 after 3 attempt(s)",
-        "warning: healthcheck ping (success) failed: HTTP 500 after 3 attempt(s)"]
+        "warning: healthcheck ping (success) failed: HTTP 500 after 3 attempt(s)",
+    ]
 
 
 @pytest.fixture
@@ -506,8 +556,9 @@ def silent_server() -> Iterator[str]:
 
 
 @pytest.mark.slow  # runs dbt
-def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(env: dict[str, str],
-                                                                        silent_server: str) -> None:
+def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(
+    env: dict[str, str], silent_server: str
+) -> None:
     assert run_cli(["run-all"], env=env).returncode == 0  # the work done: the next run is idle
     started = time.monotonic()
     assert run_cli(["run-all"], env=env).returncode == 0
@@ -516,7 +567,9 @@ def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(env: dic
     result = run_cli(["run-all"], env={**env, "RETAIL_HEALTHCHECK_URL": f"{silent_server}/x"})
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert [line.split(" failed: ")[1].split(" after ")[0] for line in result.stderr.splitlines()] \
-        == ["ReadTimeout", "ReadTimeout"]
+    assert [line.split(" failed: ")[1].split(" after ")[0] for line in result.stderr.splitlines()] == [
+        "ReadTimeout",
+        "ReadTimeout",
+    ]
     print(f"idle run-all {baseline:.2f}s; with a silent ping server {elapsed:.2f}s")
     assert elapsed - baseline < 15  # two pings of at most 4 s each

@@ -25,8 +25,10 @@ from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
 
-FACT_COLUMNS = ("sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
-                "product_description, item_quantity, item_amount, unit_amount, discount_perc")
+FACT_COLUMNS = (
+    "sales_item_id, sale_id, line_no, sales_datetime, day, customer_id, product_sku, "
+    "product_description, item_quantity, item_amount, unit_amount, discount_perc"
+)
 MART_COLUMNS = "customer_id, day, n_sales, n_items, total_units, total_revenue, avg_discount"
 
 
@@ -52,10 +54,10 @@ def ground_truth(config: DataConfig) -> tuple[int, Decimal, dict[tuple[str, Any]
 
 def gold_figures(db_url: str) -> tuple[int, Decimal, dict[tuple[str, Any], tuple[int, int, Decimal]]]:
     with psycopg.connect(db_url) as conn:
-        lines, amount = conn.execute(
-            "select count(*), sum(item_amount) from gold.sales_item").fetchone()  # type: ignore[misc]
-        mart = conn.execute("select customer_id, day, n_sales, total_units, total_revenue "
-                            "from gold.mart_sales_by_customer").fetchall()
+        lines, amount = conn.execute("select count(*), sum(item_amount) from gold.sales_item").fetchone()  # type: ignore[misc]
+        mart = conn.execute(
+            "select customer_id, day, n_sales, total_units, total_revenue from gold.mart_sales_by_customer"
+        ).fetchall()
     return lines, amount, {(c, d): (n, u, r) for c, d, n, u, r in mart}
 
 
@@ -70,8 +72,9 @@ def run_all(env: dict[str, str], api_url: str) -> subprocess.CompletedProcess[st
     return result
 
 
-def test_end_to_end_gold_equals_the_sources_ground_truth(start_mock, cli_env: dict[str, str],
-                                                         db_url: str) -> None:
+def test_end_to_end_gold_equals_the_sources_ground_truth(
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     config = DataConfig(sales=3_000, invalid_rate=0.02)
     server = start_mock(sales=3_000, invalid_rate=0.02)
     output = run_all(cli_env, server.url).stdout
@@ -79,19 +82,23 @@ def test_end_to_end_gold_equals_the_sources_ground_truth(start_mock, cli_env: di
 
     lines, amount, pairs = ground_truth(config)
     assert gold_figures(db_url) == (lines, amount, pairs)
-    rejected = rows(db_url, "select count(*) from meta.extract_log where entity = 'sales' "
-                            "and rejected > 0")
+    rejected = rows(db_url, "select count(*) from meta.extract_log where entity = 'sales' and rejected > 0")
     assert rejected == [(1,)]
-    bad_ids = [RetailData(config).sale(k).get("id") for k in range(3_000)
-               if records.sale_reject_reason(RetailData(config).sale(k))]
-    assert bad_ids and rows(db_url, f"select count(*) from gold.sales_item "
-                                    f"where sale_id in ({','.join(map(str, bad_ids))})") == [(0,)]
+    bad_ids = [
+        RetailData(config).sale(k).get("id")
+        for k in range(3_000)
+        if records.sale_reject_reason(RetailData(config).sale(k))
+    ]
+    assert bad_ids and rows(
+        db_url, f"select count(*) from gold.sales_item where sale_id in ({','.join(map(str, bad_ids))})"
+    ) == [(0,)]
     history = rows(db_url, "select status, trigger, jsonb_array_length(steps) from meta.pipeline_runs")
     assert history == [("success", "cli", 4)]
 
 
-def test_second_run_is_incremental_and_third_changes_nothing(start_mock, cli_env: dict[str, str],
-                                                             db_url: str) -> None:
+def test_second_run_is_incremental_and_third_changes_nothing(
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     run_all(cli_env, start_mock(sales=2_000).url)
     first_write = rows(db_url, "select max(_updated_at) from gold.sales_item")[0][0]
 
@@ -109,27 +116,40 @@ def test_second_run_is_incremental_and_third_changes_nothing(start_mock, cli_env
     transform = run_cli(["transform"], env={**cli_env})  # forced: still writes nothing
     assert "model sales_item: success" in transform.stdout and ", 0 rows" in transform.stdout
     assert rows(db_url, f"select {FACT_COLUMNS}, _updated_at from gold.sales_item order by 1") == fact
-    assert rows(db_url, f"select {MART_COLUMNS}, _updated_at from gold.mart_sales_by_customer "
-                        "order by 1, 2") == mart
+    assert (
+        rows(db_url, f"select {MART_COLUMNS}, _updated_at from gold.mart_sales_by_customer order by 1, 2")
+        == mart
+    )
 
 
 def test_late_product_and_changed_email(start_mock, cli_env: dict[str, str], db_url: str) -> None:
     run_all(cli_env, start_mock(sales=1_500, hidden_products=3).url)
     inferred = rows(db_url, "select product_id from gold.dim_product where is_inferred order by 1")
     assert inferred == [("SKU-00198",), ("SKU-00199",), ("SKU-00200",)]
-    assert rows(db_url, "select count(*) from gold.sales_item where product_sku = 'SKU-00200' "
-                        "and unit_amount is null and product_description is null")[0][0] > 0
+    assert (
+        rows(
+            db_url,
+            "select count(*) from gold.sales_item where product_sku = 'SKU-00200' "
+            "and unit_amount is null and product_description is null",
+        )[0][0]
+        > 0
+    )
     old_email = rows(db_url, "select primary_email from gold.dim_customer where customer_id = 'C000011'")
 
     run_all(cli_env, start_mock(sales=1_500, customer_version=1).url)  # the product turns up
     assert rows(db_url, "select count(*) from gold.dim_product where is_inferred") == [(0,)]
     assert rows(db_url, "select count(*) from gold.sales_item where unit_amount is null") == [(0,)]
-    assert rows(db_url, "select description is not null from gold.dim_product "
-                        "where product_id = 'SKU-00200'") == [(True,)]
-    assert rows(db_url, "select primary_email from gold.dim_customer where customer_id = 'C000011'") \
-        == [("chloe.11.v1@example.com",)]
-    history = rows(db_url, "select emails[1], dbt_valid_to is null from gold.customers_snapshot "
-                           "where customer_id = 'C000011' order by dbt_valid_from")
+    assert rows(
+        db_url, "select description is not null from gold.dim_product where product_id = 'SKU-00200'"
+    ) == [(True,)]
+    assert rows(db_url, "select primary_email from gold.dim_customer where customer_id = 'C000011'") == [
+        ("chloe.11.v1@example.com",)
+    ]
+    history = rows(
+        db_url,
+        "select emails[1], dbt_valid_to is null from gold.customers_snapshot "
+        "where customer_id = 'C000011' order by dbt_valid_from",
+    )
     assert history == [(old_email[0][0], False), ("chloe.11.v1@example.com", True)]
 
 
@@ -138,7 +158,8 @@ def pipeline_lock_held(db_url: str) -> bool:
         row = conn.execute(  # advisory locks are per database; others on this server are not ours
             "select count(*) from pg_locks where locktype = 'advisory' and classid = %s and objid = %s "
             "and granted and database = (select oid from pg_database where datname = current_database())",
-            (LOCK_NAMESPACE, PIPELINE_LOCK_ID)).fetchone()
+            (LOCK_NAMESPACE, PIPELINE_LOCK_ID),
+        ).fetchone()
     return row is not None and row[0] == 1
 
 
@@ -151,8 +172,12 @@ def test_two_runs_at_once_one_exits_75(cli_env: dict[str, str], db_url: str, spa
     with ScriptedApi(hold_the_first_sales_page, DataConfig(sales=3_000)) as api:
         env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
         first = spawn(["run-all"], env, output=True)
-        wait_until(lambda: gate.held.is_set() and pipeline_lock_held(db_url), 60,
-                   "the first run to hold the lock, mid-extract", alive=first)
+        wait_until(
+            lambda: gate.held.is_set() and pipeline_lock_held(db_url),
+            60,
+            "the first run to hold the lock, mid-extract",
+            alive=first,
+        )
         started = time.monotonic()
         second = run_cli(["run-all"], env=env)
         waited = time.monotonic() - started
@@ -161,19 +186,23 @@ def test_two_runs_at_once_one_exits_75(cli_env: dict[str, str], db_url: str, spa
         first.communicate(timeout=120)
     assert first.returncode == 0
     assert second.returncode == 75
-    assert re.fullmatch(r"error: another retailctl run holds the lock: run-all run [0-9a-f-]{36} "
-                        rf"\(pid {first.pid}, since [0-9-]+ [0-9:]+ UTC\); try again later\n",
-                        second.stderr), second.stderr
+    assert re.fullmatch(
+        r"error: another retailctl run holds the lock: run-all run [0-9a-f-]{36} "
+        rf"\(pid {first.pid}, since [0-9-]+ [0-9:]+ UTC\); try again later\n",
+        second.stderr,
+    ), second.stderr
     assert first_still_running  # refused while the lock was held, not after it was released
     assert waited < 5  # start-up included; the lock itself is tried once, not waited for
 
 
 def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     run_all(cli_env, start_mock(sales=500).url)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("insert into gold.sales_item select * from gold.sales_item where sale_id = 7 "
-                     "and line_no = 1")
+        conn.execute(
+            "insert into gold.sales_item select * from gold.sales_item where sale_id = 7 and line_no = 1"
+        )
     result = run_cli(["test"], env=cli_env)
     assert result.returncode == 3
     assert "test unique_sales_item_sales_item_id: fail" in result.stdout
@@ -186,8 +215,12 @@ def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
 def runs(db_url: str) -> dict[str, tuple[str, int]]:
     """Every run in the history: its status and how many steps it has recorded."""
     try:
-        return {run_id: (status, steps) for run_id, status, steps in rows(
-            db_url, "select run_id::text, status, jsonb_array_length(steps) from meta.pipeline_runs")}
+        return {
+            run_id: (status, steps)
+            for run_id, status, steps in rows(
+                db_url, "select run_id::text, status, jsonb_array_length(steps) from meta.pipeline_runs"
+            )
+        }
     except psycopg.errors.UndefinedTable:  # not migrated yet
         return {}
 
@@ -198,17 +231,26 @@ def sales_files(data_dir: Path) -> int:
 
 def started_and_recorded(db_url: str, earlier: set[str], steps: int) -> bool:
     """A run not among `earlier` is running and has recorded at least `steps` steps."""
-    return any(status == "running" and recorded >= steps
-               for run_id, (status, recorded) in runs(db_url).items() if run_id not in earlier)
+    return any(
+        status == "running" and recorded >= steps
+        for run_id, (status, recorded) in runs(db_url).items()
+        if run_id not in earlier
+    )
 
 
 def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
-        start_mock, cli_env: dict[str, str], data_dir: Path, db_url: str, reference_db_url: str,
-        tmp_path: Path, spawn) -> None:
-    chaotic = start_mock(sales=4_000, invalid_rate=0.01,
-                         faults=FaultConfig(fail_rate=0.1, throttle_rate=0.05, retry_after_s=0))
-    env = {**cli_env, "RETAIL_API_URL": chaotic.url, "RETAIL_PAGE_SIZE": "200",
-           "RETAIL_HTTP_RETRIES": "15"}
+    start_mock,
+    cli_env: dict[str, str],
+    data_dir: Path,
+    db_url: str,
+    reference_db_url: str,
+    tmp_path: Path,
+    spawn,
+) -> None:
+    chaotic = start_mock(
+        sales=4_000, invalid_rate=0.01, faults=FaultConfig(fail_rate=0.1, throttle_rate=0.05, retry_after_s=0)
+    )
+    env = {**cli_env, "RETAIL_API_URL": chaotic.url, "RETAIL_PAGE_SIZE": "200", "RETAIL_HTTP_RETRIES": "15"}
     # A kill at each stage of a run: as it starts (snapshots), twice mid-sales (once a chunk of
     # 8 pages is durable: 1,600 sales), in load, as dbt starts. `before`: the runs and sales
     # files there were when the victim started.
@@ -229,20 +271,26 @@ def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
     assert final.returncode == 0, final.stderr
 
     calm = start_mock(sales=4_000, invalid_rate=0.01)  # the same data, no faults, no kills
-    reference_env = {**cli_env, "RETAIL_DATABASE_URL": reference_db_url,
-                     "RETAIL_DATA_DIR": str(tmp_path / "reference")}
+    reference_env = {
+        **cli_env,
+        "RETAIL_DATABASE_URL": reference_db_url,
+        "RETAIL_DATA_DIR": str(tmp_path / "reference"),
+    }
     run_all(reference_env, calm.url)
-    for query in (f"select {FACT_COLUMNS} from gold.sales_item order by 1",
-                  f"select {MART_COLUMNS} from gold.mart_sales_by_customer order by 1, 2",
-                  "select * from gold.dim_customer order by 1",
-                  "select * from gold.dim_product order by 1"):
+    for query in (
+        f"select {FACT_COLUMNS} from gold.sales_item order by 1",
+        f"select {MART_COLUMNS} from gold.mart_sales_by_customer order by 1, 2",
+        "select * from gold.dim_customer order by 1",
+        "select * from gold.dim_product order by 1",
+    ):
         assert rows(db_url, query) == rows(reference_db_url, query), query
     statuses = {status for (status,) in rows(db_url, "select status from meta.pipeline_runs")}
     assert statuses == {"success", "interrupted"}  # kills landed mid-run; the dead runs are marked
 
 
 def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
-        start_mock, cli_env: dict[str, str], db_url: str) -> None:
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
     run_all(cli_env, start_mock(sales=800).url)  # run-all's tests pass and are remembered
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("update gold.sales_item set item_quantity = 0 where sales_item_id = '5-1'")
@@ -254,12 +302,15 @@ def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("update gold.sales_item set item_quantity = 1 where sales_item_id = '5-1'")
-        conn.execute("update gold.sales_item set item_quantity = 0, _updated_at = now() "
-                     "where sales_item_id = '6-1'")
+        conn.execute(
+            "update gold.sales_item set item_quantity = 0, _updated_at = now() where sales_item_id = '6-1'"
+        )
     new_problem = run_cli(["test", "--changed"], env=cli_env)
     assert new_problem.returncode == 3
-    assert new_problem.stderr.splitlines()[-1] == \
-        "error: 1 dbt test(s) failed: at_least_sales_item_item_quantity__1: 1 failing row(s)"
+    assert (
+        new_problem.stderr.splitlines()[-1]
+        == "error: 1 dbt test(s) failed: at_least_sales_item_item_quantity__1: 1 failing row(s)"
+    )
 
 
 def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[str, str]) -> None:
@@ -279,8 +330,9 @@ def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[s
     assert f"gold rows\tsales_item\t{valid_lines}" in plain
 
 
-def test_docs_generate_writes_the_catalog_under_the_data_dir(start_mock, cli_env: dict[str, str],
-                                                             data_dir) -> None:
+def test_docs_generate_writes_the_catalog_under_the_data_dir(
+    start_mock, cli_env: dict[str, str], data_dir
+) -> None:
     run_all(cli_env, start_mock(sales=200).url)
     result = run_cli(["docs"], env=cli_env)
     assert result.returncode == 0, result.stderr

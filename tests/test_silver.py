@@ -27,8 +27,13 @@ from tests.helpers import (
 
 
 def line(sale_id: int, line_no: int, amount: float, sku: str = "SKU-1", quantity: int = 1) -> dict[str, Any]:
-    return {"sale_id": sale_id, "line_no": line_no, "product_sku": sku, "quantity": quantity,
-            "amount": amount}
+    return {
+        "sale_id": sale_id,
+        "line_no": line_no,
+        "product_sku": sku,
+        "quantity": quantity,
+        "amount": amount,
+    }
 
 
 def test_load_twice_equals_load_once(start_mock, data_dir: Path, db_url: str) -> None:
@@ -49,7 +54,8 @@ def test_load_twice_equals_load_once(start_mock, data_dir: Path, db_url: str) ->
 
 def test_overlapping_files_from_a_reextracted_chunk(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=1_000)
-    settings = settings_for(data_dir, db_url, server.url)
+    # no lookback: no content hashes, so the backfill writes its 400 sales again
+    settings = settings_for(data_dir, db_url, server.url, RETAIL_SALES_LOOKBACK="0")
     extract(settings, entities=["sales"])
     extract(settings, entities=["sales"], from_id=601)  # 400 sales again, in new files
     result = load(data_dir, db_url)
@@ -64,24 +70,24 @@ def test_duplicates_inside_one_file_are_collapsed_keeping_the_last(data_dir: Pat
     write_bronze(data_dir, "sales_product", [line(1, 1, 10.0), line(1, 2, 5.5), line(1, 1, 12.25)])
     result = load(data_dir, db_url)
     with psycopg.connect(db_url) as conn:
-        rows = conn.execute("select sale_id, line_no, amount from silver.sales_product "
-                            "order by line_no").fetchall()
+        rows = conn.execute(
+            "select sale_id, line_no, amount from silver.sales_product order by line_no"
+        ).fetchall()
     assert rows == [(1, 1, Decimal("12.25")), (1, 2, Decimal("5.5"))]
     assert (result.tables["sales_product"].duplicates, result.tables["sales_product"].inserted) == (1, 2)
 
 
-def test_a_changed_email_in_a_later_snapshot_updates_silver(start_mock, data_dir: Path,
-                                                            db_url: str) -> None:
+def test_a_changed_email_in_a_later_snapshot_updates_silver(start_mock, data_dir: Path, db_url: str) -> None:
     extract(settings_for(data_dir, db_url, start_mock(sales=10).url), entities=["customers"])
     load(data_dir, db_url)
     with psycopg.connect(db_url) as conn:
         before = dict(conn.execute("select customer_id, _loaded_at from silver.customers").fetchall())
-    extract(settings_for(data_dir, db_url, start_mock(sales=10, customer_version=1).url),
-            entities=["customers"])
+    extract(
+        settings_for(data_dir, db_url, start_mock(sales=10, customer_version=1).url), entities=["customers"]
+    )
     result = load(data_dir, db_url)
     with psycopg.connect(db_url) as conn:
-        emails = conn.execute("select emails from silver.customers "
-                              "where customer_id = 'C000011'").fetchone()
+        emails = conn.execute("select emails from silver.customers where customer_id = 'C000011'").fetchone()
         after = dict(conn.execute("select customer_id, _loaded_at from silver.customers").fetchall())
     assert result.tables["customers"].updated == 50 and result.tables["customers"].inserted == 0
     assert emails is not None and emails[0][0] == "chloe.11.v1@example.com"
@@ -89,17 +95,22 @@ def test_a_changed_email_in_a_later_snapshot_updates_silver(start_mock, data_dir
     assert len(moved) == 50 and all(after[key] > before[key] for key in moved)
 
 
-def test_an_older_snapshot_loaded_after_a_newer_one_does_not_regress(data_dir: Path,
-                                                                     db_url: str) -> None:
+def test_an_older_snapshot_loaded_after_a_newer_one_does_not_regress(data_dir: Path, db_url: str) -> None:
     now = datetime.now(UTC)
-    old = write_bronze(data_dir, "customers", [
-        {"customer_id": "C1", "emails": ["old@example.com"], "phone_numbers": []}],
-        moment=now - timedelta(hours=2))
+    old = write_bronze(
+        data_dir,
+        "customers",
+        [{"customer_id": "C1", "emails": ["old@example.com"], "phone_numbers": []}],
+        moment=now - timedelta(hours=2),
+    )
     aside = data_dir / "aside.ndjson"
     shutil.move(old, aside)
-    write_bronze(data_dir, "customers", [
-        {"customer_id": "C1", "emails": ["new@example.com"], "phone_numbers": ["+1 555"]}],
-        moment=now)
+    write_bronze(
+        data_dir,
+        "customers",
+        [{"customer_id": "C1", "emails": ["new@example.com"], "phone_numbers": ["+1 555"]}],
+        moment=now,
+    )
     load(data_dir, db_url)
     shutil.move(aside, old)  # the older file turns up late
     result = load(data_dir, db_url)
@@ -121,48 +132,75 @@ def test_a_truncated_line_is_quarantined_and_the_rest_loads(data_dir: Path, db_u
     bad = write_bronze(data_dir, "sales_product", [line(2, 1, 3.0), line(2, 2, 4.0), line(2, 3, 5.0)])
     content = bad.read_bytes()
     bad.write_bytes(content[: len(content) - 25])  # cut inside the third line
-    env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
-           "RETAIL_DATA_DIR": str(data_dir)}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RETAIL_DATABASE_URL": db_url,
+        "RETAIL_API_URL": "http://x",
+        "RETAIL_DATA_DIR": str(data_dir),
+    }
     result = run_cli(["load"], env=env)
     relative = bad.relative_to(data_dir / "bronze")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: {relative}: 1 line(s) quarantined to {bad.name} under _rejected/load "
         "(line 3: truncated (no end of line)); the other 2 loaded",
-        "error: 1 line(s) quarantined; the others loaded"]
-    assert "sales_product: 2 file(s), 5 rows: 4 inserted, 0 updated, 0 unchanged, 1 quarantined" \
-        in result.stdout
+        "error: 1 line(s) quarantined; the others loaded",
+    ]
+    assert (
+        "sales_product: 2 file(s), 5 rows: 4 inserted, 0 updated, 0 unchanged, 1 quarantined" in result.stdout
+    )
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select sale_id, line_no from silver.sales_product order by 1, 2"
-                            ).fetchall() == [(1, 1), (1, 2), (2, 1), (2, 2)]
-        assert conn.execute("select path, rows, quarantined_lines from meta.loaded_files "
-                            "order by path").fetchall() == sorted(
-            [(str(good.relative_to(data_dir / "bronze")), 2, 0), (str(relative), 2, 1)])
+        assert conn.execute("select sale_id, line_no from silver.sales_product order by 1, 2").fetchall() == [
+            (1, 1),
+            (1, 2),
+            (2, 1),
+            (2, 2),
+        ]
+        assert conn.execute(
+            "select path, rows, quarantined_lines from meta.loaded_files order by path"
+        ).fetchall() == sorted([(str(good.relative_to(data_dir / "bronze")), 2, 0), (str(relative), 2, 1)])
     [kept] = quarantined_rows(data_dir, bad)
-    assert (kept["_file"], kept["_line"], kept["_reject_reason"]) == \
-        (str(relative), 3, "truncated (no end of line)")
+    assert (kept["_file"], kept["_line"], kept["_reject_reason"]) == (
+        str(relative),
+        3,
+        "truncated (no end of line)",
+    )
     assert kept["_raw"].encode() == content[: len(content) - 25].splitlines()[2]
     again = run_cli(["load"], env=env)  # the file is loaded (with its quarantined line): done
     assert (again.returncode, again.stderr) == (0, "")
 
 
-@pytest.mark.parametrize(("bad_line", "reason"), [
-    (b"{not json}\n", "not valid JSON at column 2: unexpected character, expected a string key"),
-    (b'{"sale_id": 9, "line_no": 1}\n', "missing field 'product_sku'"),
-    (b'{"sale_id": 9, "line_no": 1, "product_sku": "\xff"}\n',
-     "not valid JSON at column 1: str is not valid UTF-8: surrogates not allowed"),
-    (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": "x", "amount": 1, '
-     b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
-     "quantity not an integer"),
-    (b'{"sale_id": 9, "line_no": 1, "product_sku": {"a": 1}, "quantity": 1, "amount": 1, '
-     b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
-     "product_sku not a string"),
-    (b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": 1, "amount": 1, '
-     b'"_ingestion_ts": "not-a-time", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
-     "_ingestion_ts 'not-a-time' is not its file's ({ts}, from the file name)"),
-])
-def test_a_malformed_line_is_quarantined_with_its_line_and_reason(data_dir: Path, db_url: str,
-                                                                 bad_line: bytes, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("bad_line", "reason"),
+    [
+        (b"{not json}\n", "not valid JSON at column 2: unexpected character, expected a string key"),
+        (b'{"sale_id": 9, "line_no": 1}\n', "missing field 'product_sku'"),
+        (
+            b'{"sale_id": 9, "line_no": 1, "product_sku": "\xff"}\n',
+            "not valid JSON at column 1: str is not valid UTF-8: surrogates not allowed",
+        ),
+        (
+            b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": "x", "amount": 1, '
+            b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", '
+            b'"_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+            "quantity not an integer",
+        ),
+        (
+            b'{"sale_id": 9, "line_no": 1, "product_sku": {"a": 1}, "quantity": 1, "amount": 1, '
+            b'"_ingestion_ts": "2026-01-01T00:00:00+00:00", '
+            b'"_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+            "product_sku not a string",
+        ),
+        (
+            b'{"sale_id": 9, "line_no": 1, "product_sku": "S", "quantity": 1, "amount": 1, '
+            b'"_ingestion_ts": "not-a-time", "_batch_id": "00000000-0000-0000-0000-000000000000"}\n',
+            "_ingestion_ts 'not-a-time' is not its file's ({ts}, from the file name)",
+        ),
+    ],
+)
+def test_a_malformed_line_is_quarantined_with_its_line_and_reason(
+    data_dir: Path, db_url: str, bad_line: bytes, reason: str
+) -> None:
     path = write_bronze(data_dir, "sales_product", [line(1, 1, 1.0), line(1, 2, 2.0)])
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(lines[0] + bad_line + lines[1])
@@ -170,8 +208,10 @@ def test_a_malformed_line_is_quarantined_with_its_line_and_reason(data_dir: Path
     relative = path.relative_to(data_dir / "bronze")
     reason = reason.format(ts=orjson.loads(lines[0])["_ingestion_ts"])
     assert result.errors == []
-    assert result.quarantined == [f"{relative}: 1 line(s) quarantined to {path.name} under "
-                                  f"_rejected/load (line 2: {reason}); the other 2 loaded"]
+    assert result.quarantined == [
+        f"{relative}: 1 line(s) quarantined to {path.name} under "
+        f"_rejected/load (line 2: {reason}); the other 2 loaded"
+    ]
     assert checksums(db_url)["sales_product"][0] == 2
     [kept] = quarantined_rows(data_dir, path)
     assert (kept["_line"], kept["_reject_reason"]) == (2, reason)
@@ -187,8 +227,10 @@ def test_a_changed_loaded_file_is_refused(data_dir: Path, db_url: str) -> None:
     with path.open("ab") as handle:
         handle.write(path.read_bytes())
     result = load(data_dir, db_url)
-    assert result.errors == [f"{path.relative_to(data_dir / 'bronze')}: changed after it was loaded "
-                             "(sha256 differs); bronze is append-only: restore the file or move it aside"]
+    assert result.errors == [
+        f"{path.relative_to(data_dir / 'bronze')}: changed after it was loaded "
+        "(sha256 differs); bronze is append-only: restore the file or move it aside"
+    ]
     with psycopg.connect(db_url) as conn:
         assert conn.execute("select count(*) from silver.sales_product").fetchone() == (1,)
 
@@ -206,8 +248,11 @@ def big_sales_file(data_dir: Path, count: int, seed: int = 5) -> Decimal:
     """`count` lines with random cent amounts; returns their exact sum."""
     rng = random.Random(seed)
     cents = [rng.randint(1, 99_999_99) for _ in range(count)]
-    write_bronze(data_dir, "sales_product",
-                 [line(i // 3 + 1, i % 3 + 1, c / 100, quantity=1 + i % 4) for i, c in enumerate(cents)])
+    write_bronze(
+        data_dir,
+        "sales_product",
+        [line(i // 3 + 1, i % 3 + 1, c / 100, quantity=1 + i % 4) for i, c in enumerate(cents)],
+    )
     return Decimal(sum(cents)) / 100
 
 
@@ -224,23 +269,36 @@ def test_the_sum_of_a_million_amounts_is_exact(data_dir: Path, db_url: str) -> N
 def copy_running(db_url: str, application_name: str) -> bool:
     """That client's COPY is running on the server now."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("select count(*) from pg_stat_activity where application_name = %s "
-                           "and state = 'active' and query ilike 'copy%%'", (application_name,)).fetchone()
+        row = conn.execute(
+            "select count(*) from pg_stat_activity where application_name = %s "
+            "and state = 'active' and query ilike 'copy%%'",
+            (application_name,),
+        ).fetchone()
     return row is not None and row[0] > 0
 
 
 @pytest.mark.slow
-def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(tmp_path: Path, db_url: str,
-                                                                reference_db_url: str, spawn) -> None:
+def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(
+    tmp_path: Path, db_url: str, reference_db_url: str, spawn
+) -> None:
     data_dir = tmp_path / "killed"
     big_sales_file(data_dir, 600_000)
     write_bronze(data_dir, "customers", [{"customer_id": "C1", "emails": [], "phone_numbers": []}])
-    env = {"PATH": "/usr/bin:/bin", "RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
-           "RETAIL_DATA_DIR": str(data_dir), **python_path()}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RETAIL_DATABASE_URL": db_url,
+        "RETAIL_API_URL": "http://x",
+        "RETAIL_DATA_DIR": str(data_dir),
+        **python_path(),
+    }
     assert run_cli(["db", "migrate"], env=env).returncode == 0
     victim = spawn(["load"], env)
-    wait_until(lambda: copy_running(db_url, f"retailctl pid={victim.pid} load"), 60,
-               "the load's COPY of the big file", alive=victim)
+    wait_until(
+        lambda: copy_running(db_url, f"retailctl pid={victim.pid} load"),
+        60,
+        "the load's COPY of the big file",
+        alive=victim,
+    )
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     with psycopg.connect(db_url) as conn:

@@ -62,8 +62,10 @@ def truth_by_day(config: DataConfig) -> Truth:
 def agree_line(truth: Truth) -> str:
     sales, lines = sum(t[0] for t in truth.values()), sum(t[1] for t in truth.values())
     amount = sum((t[2] for t in truth.values()), Decimal(0))
-    return (f"all {len(truth)} days agree across bronze, silver, fact and mart: {sales} sales, "
-            f"{lines} lines, {amount:.2f}")
+    return (
+        f"all {len(truth)} days agree across bronze, silver, fact and mart: {sales} sales, "
+        f"{lines} lines, {amount:.2f}"
+    )
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,14 @@ def built(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         conn.execute(f'create database "{template}"')
     data_dir = tmp_path_factory.mktemp("verify-data")
     data = RetailData(CONFIG)
-    invalid = frozenset(sale["id"] for sale in map(data.sale, range(CONFIG.sales))
-                        if records.sale_reject_reason(sale))
+    invalid = frozenset(
+        sale["id"] for sale in map(data.sale, range(CONFIG.sales)) if records.sale_reject_reason(sale)
+    )
     try:
         with BackgroundServer(MockConfig(data=CONFIG, api_key=API_KEY)) as server:
-            result = run_cli(["run-all"], env=environment(database_url(pg_admin_url, template),
-                                                         data_dir, server.url))
+            result = run_cli(
+                ["run-all"], env=environment(database_url(pg_admin_url, template), data_dir, server.url)
+            )
             assert result.returncode == 0, result.stderr
             yield Built(pg_admin_url, template, data_dir, server.url, truth_by_day(CONFIG), invalid)
     finally:
@@ -99,8 +103,15 @@ def built(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def environment(db_url: str, data_dir: Path, api_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETAIL_")}
-    env.update({"RETAIL_DATABASE_URL": db_url, "RETAIL_DATA_DIR": str(data_dir),
-                "RETAIL_API_KEY": API_KEY, "RETAIL_HTTP_RETRIES": "8", **extra})
+    env.update(
+        {
+            "RETAIL_DATABASE_URL": db_url,
+            "RETAIL_DATA_DIR": str(data_dir),
+            "RETAIL_API_KEY": API_KEY,
+            "RETAIL_HTTP_RETRIES": "8",
+            **extra,
+        }
+    )
     if api_url is not None:
         env["RETAIL_API_URL"] = api_url
     return env
@@ -119,8 +130,7 @@ def copy(built: Built) -> Iterator[str]:
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def verify(built: Built, db_url: str, *args: str, api_url: str | None = "built", **extra: str
-           ) -> Any:
+def verify(built: Built, db_url: str, *args: str, api_url: str | None = "built", **extra: str) -> Any:
     api = built.api_url if api_url == "built" else api_url
     return run_cli(["verify", *args], env=environment(db_url, built.data_dir, api, **extra))
 
@@ -131,8 +141,10 @@ def source_line(built: Built, total: int | None = None, pending: int = 0) -> str
     held = valid + len(built.invalid_ids) + pending
     verdict = "agree" if total == held else "differ"
     relation = "=" if total == held else f"!= {held} ="
-    return (f"source: {verdict}: total_items {total} {relation} {valid} in silver + "
-            f"{len(built.invalid_ids)} rejected + {pending} not extracted yet")
+    return (
+        f"source: {verdict}: total_items {total} {relation} {valid} in silver + "
+        f"{len(built.invalid_ids)} rejected + {pending} not extracted yet"
+    )
 
 
 def a_valid_sale(built: Built, sale_id: int) -> dict[str, Any]:
@@ -141,10 +153,24 @@ def a_valid_sale(built: Built, sale_id: int) -> dict[str, Any]:
     return sale
 
 
-def difference_row(day: date, layer: str, figures: tuple[int, int, Decimal],
-                   reference: tuple[int, int, Decimal]) -> str:
-    return "\t".join(map(str, (day, layer, figures[0], figures[1], f"{figures[2]:.2f}",
-                               reference[0], reference[1], f"{reference[2]:.2f}")))
+def difference_row(
+    day: date, layer: str, figures: tuple[int, int, Decimal], reference: tuple[int, int, Decimal]
+) -> str:
+    return "\t".join(
+        map(
+            str,
+            (
+                day,
+                layer,
+                figures[0],
+                figures[1],
+                f"{figures[2]:.2f}",
+                reference[0],
+                reference[1],
+                f"{reference[2]:.2f}",
+            ),
+        )
+    )
 
 
 # -- the layers agree ----------------------------------------------------------------------------
@@ -167,12 +193,15 @@ def test_json_document_holds_the_ground_truth(built: Built, copy: str) -> None:
     expected = {"sales": sales, "lines": lines, "amount": amount}
     assert document["ok"] is True and document["differences"] == [] and document["missing"] == []
     assert document["days"] == len(built.truth)
-    assert document["totals"] == {"bronze": expected, "silver": expected, "fact": expected,
-                                  "mart": expected}
+    assert document["totals"] == {"bronze": expected, "silver": expected, "fact": expected, "mart": expected}
     assert document["source"] == {
-        "status": "agree", "detail": source_line(built).removeprefix("source: agree: "),
-        "total_items": CONFIG.sales, "silver": sales, "rejected": len(built.invalid_ids),
-        "not_extracted": 0}
+        "status": "agree",
+        "detail": source_line(built).removeprefix("source: agree: "),
+        "total_items": CONFIG.sales,
+        "silver": sales,
+        "rejected": len(built.invalid_ids),
+        "not_extracted": 0,
+    }
     assert document["summary"] == agree_line(built.truth)
 
 
@@ -199,8 +228,7 @@ def test_a_deleted_fact_line_is_named_with_its_day(built: Built, copy: str) -> N
     assert result.stderr == f"error: layers disagree on 1 of {len(built.truth)} day(s): {day} (fact)\n"
 
 
-def test_with_json_a_difference_is_an_error_object_holding_the_result(built: Built,
-                                                                    copy: str) -> None:
+def test_with_json_a_difference_is_an_error_object_holding_the_result(built: Built, copy: str) -> None:
     sale = a_valid_sale(built, 100)
     day = utc_day(sale["datetime"])
     with psycopg.connect(copy) as conn:
@@ -213,10 +241,16 @@ def test_with_json_a_difference_is_an_error_object_holding_the_result(built: Bui
     reference = built.truth[day]
     line_amount = records.decimal_of(sale["items"][0]["amount"])
     assert error["details"]["ok"] is False
-    assert error["details"]["differences"] == [{
-        "day": f"{day}", "layer": "fact", "sales": reference[0] - (len(sale["items"]) == 1),
-        "lines": reference[1] - 1, "amount": f"{reference[2] - line_amount:.2f}",
-        "bronze": {"sales": reference[0], "lines": reference[1], "amount": f"{reference[2]:.2f}"}}]
+    assert error["details"]["differences"] == [
+        {
+            "day": f"{day}",
+            "layer": "fact",
+            "sales": reference[0] - (len(sale["items"]) == 1),
+            "lines": reference[1] - 1,
+            "amount": f"{reference[2] - line_amount:.2f}",
+            "bronze": {"sales": reference[0], "lines": reference[1], "amount": f"{reference[2]:.2f}"},
+        }
+    ]
 
 
 def test_a_changed_mart_amount_is_named_with_its_day(built: Built, copy: str) -> None:
@@ -224,14 +258,17 @@ def test_a_changed_mart_amount_is_named_with_its_day(built: Built, copy: str) ->
         row = conn.execute(
             "update gold.mart_sales_by_customer set total_revenue = total_revenue + 0.01 "
             "where (customer_id, day) = (select customer_id, day from gold.mart_sales_by_customer "
-            "order by day desc, customer_id limit 1) returning day").fetchone()
+            "order by day desc, customer_id limit 1) returning day"
+        ).fetchone()
     assert row is not None
     day = row[0]
     result = verify(built, copy)
     assert result.returncode == 3
     reference = built.truth[day]
-    assert difference_row(day, "mart", (*reference[:2], reference[2] + Decimal("0.01")), reference) \
+    assert (
+        difference_row(day, "mart", (*reference[:2], reference[2] + Decimal("0.01")), reference)
         in result.stdout.splitlines()
+    )
     assert result.stderr == f"error: layers disagree on 1 of {len(built.truth)} day(s): {day} (mart)\n"
 
 
@@ -242,7 +279,8 @@ def test_a_silver_line_added_by_hand_is_named_with_its_day(built: Built, copy: s
         conn.execute(
             "insert into silver.sales_product select sale_id, 9, product_sku, 1, 1.23, "
             "_ingestion_ts, _batch_id, _loaded_at from silver.sales_product "
-            "where sale_id = 250 and line_no = 1")
+            "where sale_id = 250 and line_no = 1"
+        )
     result = verify(built, copy)
     assert result.returncode == 3
     reference = built.truth[day]
@@ -255,7 +293,8 @@ def test_a_silver_line_without_its_sale_is_named(built: Built, copy: str) -> Non
     with psycopg.connect(copy) as conn:
         conn.execute(
             "insert into silver.sales_product select 9999999, 1, product_sku, 1, 4.56, "
-            "_ingestion_ts, _batch_id, _loaded_at from silver.sales_product limit 1")
+            "_ingestion_ts, _batch_id, _loaded_at from silver.sales_product limit 1"
+        )
     result = verify(built, copy)
     assert result.returncode == 3
     assert "no header\tsilver\t0\t1\t4.56\t0\t0\t0.00" in result.stdout.splitlines()
@@ -287,10 +326,12 @@ def test_a_missing_gold_model_is_a_difference(built: Built, pg_admin_url: str, d
     assert result.returncode == 3
     assert result.stdout.splitlines()[:2] == [
         "missing layer: fact: gold.sales_item does not exist (run `retailctl transform`)",
-        "missing layer: mart: gold.mart_sales_by_customer does not exist (run `retailctl transform`)"]
+        "missing layer: mart: gold.mart_sales_by_customer does not exist (run `retailctl transform`)",
+    ]
     assert result.stderr == (
         "error: fact: gold.sales_item does not exist (run `retailctl transform`); "
-        "mart: gold.mart_sales_by_customer does not exist (run `retailctl transform`)\n")
+        "mart: gold.mart_sales_by_customer does not exist (run `retailctl transform`)\n"
+    )
 
 
 def test_another_run_holding_the_lock_is_exit_75(built: Built, copy: str) -> None:
@@ -302,15 +343,17 @@ def test_another_run_holding_the_lock_is_exit_75(built: Built, copy: str) -> Non
     assert result.stderr.endswith("; try again later\n") and result.stdout == ""
 
 
-def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: Built,
-                                                                        copy: str) -> None:
+def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: Built, copy: str) -> None:
     env = environment(copy, built.data_dir, None)
-    waiting = ("select count(*) from pg_stat_activity where datname = current_database() "
-               "and application_name like 'retailctl %%verify' and wait_event_type = %s")
+    waiting = (
+        "select count(*) from pg_stat_activity where datname = current_database() "
+        "and application_name like 'retailctl %%verify' and wait_event_type = %s"
+    )
     with psycopg.connect(copy) as blocker, psycopg.connect(copy, autocommit=True) as watcher:
         blocker.execute("lock table gold.mart_sales_by_customer in access exclusive mode")
-        process = subprocess.Popen([*RETAILCTL, "verify"], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [*RETAILCTL, "verify"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             deadline = time.monotonic() + 60
             while watcher.execute(waiting, ("Lock",)).fetchone() != (1,):  # the mart's query waits
@@ -330,16 +373,14 @@ def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: 
 # -- the source's count ------------------------------------------------------------------------
 
 
-def test_sales_not_extracted_yet_are_counted_from_the_cursor(built: Built, copy: str,
-                                                             start_mock) -> None:  # type: ignore[no-untyped-def]
+def test_sales_not_extracted_yet_are_counted_from_the_cursor(built: Built, copy: str, start_mock) -> None:  # type: ignore[no-untyped-def]
     ahead = start_mock(**{**vars(CONFIG), "sales": CONFIG.sales + 10})
     result = verify(built, copy, api_url=ahead.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == source_line(built, total=CONFIG.sales + 10, pending=10)
 
 
-def test_a_source_with_fewer_sales_than_retailctl_holds_differs(built: Built, copy: str,
-                                                                start_mock) -> None:  # type: ignore[no-untyped-def]
+def test_a_source_with_fewer_sales_than_retailctl_holds_differs(built: Built, copy: str, start_mock) -> None:  # type: ignore[no-untyped-def]
     fewer = start_mock(**{**vars(CONFIG), "sales": CONFIG.sales - 10})
     result = verify(built, copy, api_url=fewer.url)
     assert result.returncode == 3
@@ -354,8 +395,7 @@ def test_an_unreachable_source_is_reported_not_fatal(built: Built, copy: str) ->
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, never listening
         result = verify(built, copy, api_url=closed)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0].startswith(
-        "source: not checked: source unreachable (ConnectError: ")
+    assert result.stdout.splitlines()[0].startswith("source: not checked: source unreachable (ConnectError: ")
     assert result.stdout.splitlines()[1] == agree_line(built.truth)
 
 
@@ -369,8 +409,10 @@ def test_a_rejected_key_is_reported_and_never_printed(built: Built, copy: str) -
 def test_without_an_api_the_source_is_not_checked(built: Built, copy: str) -> None:
     result = verify(built, copy, api_url=None)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["source: not checked: RETAIL_API_URL is not set",
-                                          agree_line(built.truth)]
+    assert result.stdout.splitlines() == [
+        "source: not checked: RETAIL_API_URL is not set",
+        agree_line(built.truth),
+    ]
 
 
 # -- the bronze reference ---------------------------------------------------------------------------
@@ -381,18 +423,23 @@ def header(sale_id: int, moment: str, customer: str = "C000001") -> dict[str, An
 
 
 def line(sale_id: int, line_no: int, amount: float | int) -> dict[str, Any]:
-    return {"sale_id": sale_id, "line_no": line_no, "product_sku": "SKU-00001", "quantity": 1,
-            "amount": amount}
+    return {
+        "sale_id": sale_id,
+        "line_no": line_no,
+        "product_sku": "SKU-00001",
+        "quantity": 1,
+        "amount": amount,
+    }
 
 
-def write_batch(data_dir: Path, moment: datetime, headers: list[dict[str, Any]],
-                lines: list[dict[str, Any]]) -> None:
+def write_batch(
+    data_dir: Path, moment: datetime, headers: list[dict[str, Any]], lines: list[dict[str, Any]]
+) -> None:
     """One batch as extract writes it: both files with one name (time stamp and batch id)."""
     batch = str(uuid.uuid4())
     stamp = {"_ingestion_ts": moment.isoformat(), "_batch_id": batch}
     for entity, rows in (("sales_customer", headers), ("sales_product", lines)):
-        ndjson = NdjsonFile(partition_dir(data_dir / "bronze", entity, moment),
-                            file_name(moment, batch))
+        ndjson = NdjsonFile(partition_dir(data_dir / "bronze", entity, moment), file_name(moment, batch))
         for row in rows:
             ndjson.write({**row, **stamp})
         ndjson.commit()
@@ -400,12 +447,16 @@ def write_batch(data_dir: Path, moment: datetime, headers: list[dict[str, Any]],
 
 def test_the_latest_version_of_a_sale_counts_with_its_own_lines(tmp_path: Path) -> None:
     old, new = datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 2, 2, tzinfo=UTC)
-    write_batch(tmp_path, old,
-                [header(7, "2026-01-05T23:30:00+00:00"), header(8, "2026-01-05T10:00:00+00:00")],
-                [line(7, 1, 10.1), line(7, 2, 20.2), line(7, 3, 30.3), line(8, 1, 5)])
+    write_batch(
+        tmp_path,
+        old,
+        [header(7, "2026-01-05T23:30:00+00:00"), header(8, "2026-01-05T10:00:00+00:00")],
+        [line(7, 1, 10.1), line(7, 2, 20.2), line(7, 3, 30.3), line(8, 1, 5)],
+    )
     # sale 7 corrected: another day (23:30 at -02:00 is the next UTC day), a line fewer
-    write_batch(tmp_path, new, [header(7, "2026-01-05T23:30:00-02:00")],
-                [line(7, 1, 10.1), line(7, 2, 25.25)])
+    write_batch(
+        tmp_path, new, [header(7, "2026-01-05T23:30:00-02:00")], [line(7, 1, 10.1), line(7, 2, 25.25)]
+    )
     scan = scan_bronze(tmp_path / "bronze")
     assert {day: (f.sales, f.lines, f.amount) for day, f in scan.days.items()} == {
         date(2026, 1, 5): (1, 1, Decimal(5)),
@@ -417,17 +468,22 @@ def test_the_latest_version_of_a_sale_counts_with_its_own_lines(tmp_path: Path) 
 
 
 def test_a_sale_twice_in_one_file_counts_once_as_its_last_line(tmp_path: Path) -> None:
-    write_batch(tmp_path, datetime(2026, 2, 1, tzinfo=UTC),
-                [header(3, "2026-01-01T12:00:00+00:00"), header(3, "2026-01-02T12:00:00+00:00")],
-                [line(3, 1, 1.5), line(3, 2, 2.5), line(3, 1, 1.25)])
+    write_batch(
+        tmp_path,
+        datetime(2026, 2, 1, tzinfo=UTC),
+        [header(3, "2026-01-01T12:00:00+00:00"), header(3, "2026-01-02T12:00:00+00:00")],
+        [line(3, 1, 1.5), line(3, 2, 2.5), line(3, 1, 1.25)],
+    )
     scan = scan_bronze(tmp_path / "bronze")
     assert {day: (f.sales, f.lines, f.amount) for day, f in scan.days.items()} == {
-        date(2026, 1, 2): (1, 2, Decimal("3.75"))}
+        date(2026, 1, 2): (1, 2, Decimal("3.75"))
+    }
 
 
 def test_a_malformed_bronze_line_names_its_file_and_line(tmp_path: Path) -> None:
-    write_batch(tmp_path, datetime(2026, 2, 1, tzinfo=UTC), [header(1, "2026-01-01T00:00:00Z")],
-                [line(1, 1, 1)])
+    write_batch(
+        tmp_path, datetime(2026, 2, 1, tzinfo=UTC), [header(1, "2026-01-01T00:00:00Z")], [line(1, 1, 1)]
+    )
     path = next((tmp_path / "bronze" / "sales_customer").rglob("*.ndjson"))
     path.write_bytes(path.read_bytes() + b'{"id": 2, "datetime": \n')
     with pytest.raises(BronzeFileError) as raised:
@@ -439,12 +495,20 @@ def test_a_malformed_bronze_line_names_its_file_and_line(tmp_path: Path) -> None
 def test_id_set_holds_dense_and_sparse_ids() -> None:
     ids = IdSet()
     assert [ids.add(v) for v in (1, 2, 1, 65_536, 2**40, 2**40, 65_535)] == [
-        True, True, False, True, True, False, True]
+        True,
+        True,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
     assert ids.count == 5
 
 
 def test_the_bronze_reference_of_a_corrected_source_is_its_ground_truth(
-        db_url: str, tmp_path: Path, start_mock) -> None:  # type: ignore[no-untyped-def]
+    db_url: str, tmp_path: Path, start_mock
+) -> None:  # type: ignore[no-untyped-def]
     base = DataConfig(sales=1_500)
     corrected = DataConfig(sales=1_500, corrections=40, correction_version=1)
     settings = settings_for(tmp_path, db_url, start_mock(**vars(base)).url)
@@ -454,18 +518,24 @@ def test_the_bronze_reference_of_a_corrected_source_is_its_ground_truth(
     kinds = {c.kind for c in RetailData(corrected).corrections()}
     assert kinds == {"customer", "day", "line_removed", "quantity"}
     scan = scan_bronze(tmp_path / "bronze")
-    assert {day: (f.sales, f.lines, f.amount) for day, f in scan.days.items()} == \
-        truth_by_day(corrected) != truth_by_day(base)
+    assert (
+        {day: (f.sales, f.lines, f.amount) for day, f in scan.days.items()}
+        == truth_by_day(corrected)
+        != truth_by_day(base)
+    )
 
 
 def test_after_a_prune_the_days_bronze_lost_are_named_and_since_skips_them(
-        db_url: str, tmp_path: Path) -> None:
+    db_url: str, tmp_path: Path
+) -> None:
     now = datetime.now(UTC)
     old, recent = now - timedelta(days=40), now - timedelta(days=1)
-    write_batch(tmp_path, old, [header(1, f"{old - timedelta(days=1):%Y-%m-%dT%H:%M:%S}+00:00")],
-                [line(1, 1, 2.5)])
-    write_batch(tmp_path, recent, [header(2, f"{recent:%Y-%m-%dT%H:%M:%S}+00:00")],
-                [line(2, 1, 3.5), line(2, 2, 1)])
+    write_batch(
+        tmp_path, old, [header(1, f"{old - timedelta(days=1):%Y-%m-%dT%H:%M:%S}+00:00")], [line(1, 1, 2.5)]
+    )
+    write_batch(
+        tmp_path, recent, [header(2, f"{recent:%Y-%m-%dT%H:%M:%S}+00:00")], [line(2, 1, 3.5), line(2, 2, 1)]
+    )
     env = environment(db_url, tmp_path, None)
     for step in (["load"], ["transform"], ["bronze", "prune", "--older-than", "30d"]):
         done = run_cli(step, env=env)
@@ -475,11 +545,16 @@ def test_after_a_prune_the_days_bronze_lost_are_named_and_since_skips_them(
     assert result.returncode == 3
     assert result.stderr.splitlines()[0] == (
         f"warning: 1 loaded sales file(s) were pruned from bronze: days before {complete} can "
-        f"differ for that alone; pass --since {complete}")
+        f"differ for that alone; pass --since {complete}"
+    )
     lost = (old - timedelta(days=1)).date()
     assert [row.split("\t")[:2] for row in result.stdout.splitlines()[2:5]] == [
-        [f"{lost}", "silver"], [f"{lost}", "fact"], [f"{lost}", "mart"]]
+        [f"{lost}", "silver"],
+        [f"{lost}", "fact"],
+        [f"{lost}", "mart"],
+    ]
     result = run_cli(["verify", "--since", f"{complete}"], env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "all 1 days agree across bronze, silver, fact and mart: 1 sales, 2 lines, 4.50")
+        "all 1 days agree across bronze, silver, fact and mart: 1 sales, 2 lines, 4.50"
+    )

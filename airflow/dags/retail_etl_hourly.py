@@ -27,8 +27,12 @@ except ImportError:  # earlier Airflow 3 releases have them in airflow.exception
     from airflow.exceptions import AirflowException, AirflowFailException
 
 RETAILCTL = os.environ.get("RETAILCTL_BIN", "retailctl")
-NOT_RETRIED = {2: "usage error", 3: "dbt data tests failed", 77: "credentials rejected",
-               78: "a setting is invalid or missing"}
+NOT_RETRIED = {
+    2: "usage error",
+    3: "dbt data tests failed",
+    77: "credentials rejected",
+    78: "a setting is invalid or missing",
+}
 
 default_args = {
     "owner": "data-engineering",
@@ -52,12 +56,15 @@ class RetailctlStep(BaseOperator):
         return SubprocessHook()
 
     def execute(self, context: Any) -> None:
-        result = self.hook.run_command([RETAILCTL, "--trigger", "airflow", *self.arguments],
-                                       env=dict(os.environ))
+        result = self.hook.run_command(
+            [RETAILCTL, "--trigger", "airflow", *self.arguments], env=dict(os.environ)
+        )
         code = result.exit_code
         if code in NOT_RETRIED:
-            raise AirflowFailException(f"retailctl exited {code} ({NOT_RETRIED[code]}): a retry "
-                                       f"cannot fix this; last line: {result.output}")
+            raise AirflowFailException(
+                f"retailctl exited {code} ({NOT_RETRIED[code]}): a retry "
+                f"cannot fix this; last line: {result.output}"
+            )
         if code != 0:
             raise AirflowException(f"retailctl exited {code}: last line: {result.output}")
 

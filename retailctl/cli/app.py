@@ -45,8 +45,7 @@ app = typer.Typer(
     add_completion=False,
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
-state_app = typer.Typer(help="Show or move the sales cursor (meta.ingestion_state).",
-                        no_args_is_help=True)
+state_app = typer.Typer(help="Show or move the sales cursor (meta.ingestion_state).", no_args_is_help=True)
 api_app = typer.Typer(help="The bundled mock retail API.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(api_app, name="api")
@@ -75,38 +74,70 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="Data directory (bronze files, dbt state, embedded database). [env: RETAIL_DATA_DIR]",
-        show_default=False)] = None,
-    database_url: Annotated[str | None, typer.Option(
-        help="Postgres URL; unset = embedded PostgreSQL. [env: RETAIL_DATABASE_URL]",
-        show_default=False)] = None,
-    api_url: Annotated[str | None, typer.Option(
-        help="Retail API base URL; unset = demo mock API. [env: RETAIL_API_URL]",
-        show_default=False)] = None,
-    trigger: Annotated[str | None, typer.Option(
-        help="Who started this run: cli, cron, systemd, airflow. [env: RETAIL_TRIGGER]",
-        show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="Only warnings, errors and what the command was asked for.")] = False,
-    verbose: Annotated[bool, typer.Option(
-        "--verbose", "-v", help="Also a line per page, file and dbt node, and each setting's source.")
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data directory (bronze files, dbt state, embedded database). [env: RETAIL_DATA_DIR]",
+            show_default=False,
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Postgres URL; unset = embedded PostgreSQL. [env: RETAIL_DATABASE_URL]", show_default=False
+        ),
+    ] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Retail API base URL; unset = demo mock API. [env: RETAIL_API_URL]", show_default=False
+        ),
+    ] = None,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            help="Who started this run: cli, cron, systemd, airflow. [env: RETAIL_TRIGGER]",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only warnings, errors and what the command was asked for.")
     ] = False,
-    env_file: Annotated[Path | None, typer.Option(
-        readable=False,  # checked by choose_env_file: exit 78 like RETAIL_ENV_FILE, not 2
-        help="Read settings from this file instead of ./.env (it must exist). "
-             "[env: RETAIL_ENV_FILE]", show_default=False)] = None,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Also a line per page, file and dbt node, and each setting's source."
+        ),
+    ] = False,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            readable=False,  # checked by choose_env_file: exit 78 like RETAIL_ENV_FILE, not 2
+            help="Read settings from this file instead of ./.env (it must exist). [env: RETAIL_ENV_FILE]",
+            show_default=False,
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Hourly retail ETL: a retail REST API into Bronze NDJSON, Silver Postgres and Gold dbt."""
     if quiet and verbose:
         raise typer.BadParameter("choose one of them", param_hint="--quiet / --verbose")
     early_format = os.environ.get("RETAIL_LOG_FORMAT")  # before settings: their own errors too
-    console.configure(verbosity=console.QUIET if quiet else console.VERBOSE if verbose else console.NORMAL,
-                      log_format=early_format if early_format in LOG_FORMATS else None)
-    ctx.obj = CliState(overrides={"data_dir": data_dir, "database_url": database_url,
-                                  "api_url": api_url, "trigger": trigger}, env_file=env_file)
+    console.configure(
+        verbosity=console.QUIET if quiet else console.VERBOSE if verbose else console.NORMAL,
+        log_format=early_format if early_format in LOG_FORMATS else None,
+    )
+    ctx.obj = CliState(
+        overrides={
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "api_url": api_url,
+            "trigger": trigger,
+        },
+        env_file=env_file,
+    )
 
 
 def settings_of(ctx: typer.Context) -> Settings:
@@ -116,8 +147,9 @@ def settings_of(ctx: typer.Context) -> Settings:
         settings = load_settings(cli_state.overrides, env_file=env_file)
         console.configure(log_format=settings.log_format)
         for spec in SETTING_SPECS:
-            console.detail(f"setting {spec.env}={settings.display_value(spec.name)} "
-                           f"({settings.sources[spec.name]})")
+            console.detail(
+                f"setting {spec.env}={settings.display_value(spec.name)} ({settings.sources[spec.name]})"
+            )
         cli_state.settings = settings
     return cli_state.settings
 
@@ -128,8 +160,10 @@ def database_of(settings: Settings, *, run_migrations: bool = True) -> Iterator[
     lives (the demo banner says it in demo mode), so that a different working directory never
     silently means a different, empty database."""
     if settings.database_url is None and not settings.serving_demo_data:
-        console.notice(f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in "
-                       f"{pgdata_dir(settings.data_dir)} for the data dir {settings.data_dir}")
+        console.notice(
+            f"embedded PostgreSQL (RETAIL_DATABASE_URL is not set): data in "
+            f"{pgdata_dir(settings.data_dir)} for the data dir {settings.data_dir}"
+        )
     with open_database(settings, run_migrations=run_migrations) as database:
         yield database
 
@@ -140,8 +174,14 @@ def observer_of(ctx: typer.Context, view: RunView) -> pipeline.RunObserver:
     return view if monitor is None else pipeline.Observers(view, monitor)
 
 
-def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
-        step: str | None = None, monitored: bool = False) -> T:
+def run(
+    ctx: typer.Context,
+    action: Callable[[], T],
+    *,
+    as_json: bool = False,
+    step: str | None = None,
+    monitored: bool = False,
+) -> T:
     """Run a command body; turn retailctl's errors into one line and an exit code.
 
     `step`: the pipeline step the command is (for the JSON error object). `monitored`: a
@@ -153,7 +193,8 @@ def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
         if monitored:
             settings = settings_of(ctx)
             cli_state.monitor = Monitor.for_settings(
-                settings, warn=lambda message: console.warn(settings.redact(message)))
+                settings, warn=lambda message: console.warn(settings.redact(message))
+            )
         result = action()
     except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: exit as it says
         raise
@@ -168,8 +209,14 @@ def run(ctx: typer.Context, action: Callable[[], T], *, as_json: bool = False,
         message, detail = _redact(ctx, message), _redact(ctx, detail)
         if cli_state.monitor is not None:
             cli_state.monitor.finish(code, message)
-        _fail(message, code, detail=detail, step=step_of(exc) or step, as_json=as_json,
-              details=getattr(exc, "details", None))
+        _fail(
+            message,
+            code,
+            detail=detail,
+            step=step_of(exc) or step,
+            as_json=as_json,
+            details=getattr(exc, "details", None),
+        )
     if cli_state.monitor is not None:
         cli_state.monitor.finish(0)
     return result
@@ -187,8 +234,11 @@ def _failure(exc: BaseException) -> tuple[int, str, str] | None:
         error = from_os_error(exc)
         return error.exit_code, str(error), ""
     if isinstance(exc, Exception):  # a bug: keep the traceback, but never a secret in it
-        return (1, f"internal error ({type(exc).__name__}: {exc}); please report it",
-                traceback.format_exc().rstrip())
+        return (
+            1,
+            f"internal error ({type(exc).__name__}: {exc}); please report it",
+            traceback.format_exc().rstrip(),
+        )
     return None
 
 
@@ -199,8 +249,15 @@ def _redact(ctx: typer.Context, text: str) -> str:
     return text
 
 
-def _fail(message: str, code: int, *, detail: str = "", step: str | None = None,
-          as_json: bool = False, details: dict[str, Any] | None = None) -> NoReturn:
+def _fail(
+    message: str,
+    code: int,
+    *,
+    detail: str = "",
+    step: str | None = None,
+    as_json: bool = False,
+    details: dict[str, Any] | None = None,
+) -> NoReturn:
     """The error line on stderr (and with --json, the error object on stdout, with the
     error's `details` when it has some); exit `code`."""
     message = " ".join(line.strip() for line in message.splitlines() if line.strip())
@@ -221,20 +278,24 @@ def source_settings(settings: Settings, *, quiet: bool = False) -> Iterator[Sett
     from mock_api import DEFAULT_API_KEY, BackgroundServer, MockConfig
 
     with BackgroundServer(MockConfig()) as server:
-        notice = (f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
-                  f"generated demo data from the bundled mock API at {server.url} and an embedded "
-                  f"PostgreSQL with its data in {pgdata_dir(settings.data_dir)} (bronze files "
-                  f"under {settings.data_dir}; `retailctl db reset --yes` deletes the database)")
+        notice = (
+            f"DEMO MODE: no RETAIL_API_URL or RETAIL_DATABASE_URL is set, so this run uses "
+            f"generated demo data from the bundled mock API at {server.url} and an embedded "
+            f"PostgreSQL with its data in {pgdata_dir(settings.data_dir)} (bronze files "
+            f"under {settings.data_dir}; `retailctl db reset --yes` deletes the database)"
+        )
         (console.notice if quiet else console.info)(notice)
-        yield dataclasses.replace(settings, api_url=server.url, api_key=DEFAULT_API_KEY,
-                                  serving_demo_data=True)
+        yield dataclasses.replace(
+            settings, api_url=server.url, api_key=DEFAULT_API_KEY, serving_demo_data=True
+        )
 
 
 # -- config and database -------------------------------------------------------------------
 
 
-JsonOption = Annotated[bool, typer.Option(
-    "--json", help="Print one JSON document on stdout (on failure, an error object).")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (on failure, an error object).")
+]
 
 
 @app.command("config")
@@ -243,15 +304,27 @@ def config_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def show() -> None:
         settings = settings_of(ctx)
-        mode = "demo" if settings.demo_mode else (
-            "embedded" if settings.database_url is None else "configured")
+        mode = (
+            "demo" if settings.demo_mode else ("embedded" if settings.database_url is None else "configured")
+        )
         if as_json:
-            console.print_json({"mode": mode, "settings": {
-                spec.env: {"value": _typed_value(settings, spec.name),
-                           "source": settings.sources[spec.name]} for spec in SETTING_SPECS}})
+            console.print_json(
+                {
+                    "mode": mode,
+                    "settings": {
+                        spec.env: {
+                            "value": _typed_value(settings, spec.name),
+                            "source": settings.sources[spec.name],
+                        }
+                        for spec in SETTING_SPECS
+                    },
+                }
+            )
             return
-        rows = [(spec.env, settings.display_value(spec.name), settings.sources[spec.name])
-                for spec in SETTING_SPECS]
+        rows = [
+            (spec.env, settings.display_value(spec.name), settings.sources[spec.name])
+            for spec in SETTING_SPECS
+        ]
         console.table("retailctl settings", ("setting", "value", "source"), rows)
         console.say(f"env file: {settings.env_file or '(none)'}")
         console.say(f"mode: {MODES[mode]}")
@@ -259,8 +332,11 @@ def config_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
     run(ctx, show, as_json=as_json)
 
 
-MODES = {"demo": "demo (bundled mock API, embedded PostgreSQL)", "embedded": "embedded PostgreSQL",
-         "configured": "configured database"}
+MODES = {
+    "demo": "demo (bundled mock API, embedded PostgreSQL)",
+    "embedded": "embedded PostgreSQL",
+    "configured": "configured database",
+}
 
 
 def _typed_value(settings: Settings, name: str) -> Any:
@@ -276,14 +352,19 @@ def db_migrate(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Apply the SQL migrations not yet applied (every command also does this itself)."""
 
     def apply() -> None:
-        with database_of(settings_of(ctx), run_migrations=False) as database, \
-                database.connect(autocommit=True, purpose="migrate") as conn:
+        with (
+            database_of(settings_of(ctx), run_migrations=False) as database,
+            database.connect(autocommit=True, purpose="migrate") as conn,
+        ):
             applied = migrate(conn)
         if as_json:
             console.print_json({"applied": applied})
             return
-        console.say(f"applied {len(applied)} migration(s): {', '.join(applied)}" if applied
-                    else "schema up to date: no migration to apply")
+        console.say(
+            f"applied {len(applied)} migration(s): {', '.join(applied)}"
+            if applied
+            else "schema up to date: no migration to apply"
+        )
 
     run(ctx, apply, as_json=as_json)
 
@@ -296,23 +377,26 @@ def db_reset(
 ) -> None:
     """Delete the embedded database of this data dir, to start over (bronze files are kept)."""
     if not yes:
-        console.error("db reset deletes the embedded database with all its tables; "
-                      "add --yes to confirm")
+        console.error("db reset deletes the embedded database with all its tables; add --yes to confirm")
         raise typer.Exit(code=2)
 
     def reset() -> None:
         settings = settings_of(ctx)
         if settings.database_url is not None:
-            raise ConfigError("db reset deletes only the embedded PostgreSQL, and "
-                              "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
-                              "database (drop its schemas meta, silver and gold yourself)")
+            raise ConfigError(
+                "db reset deletes only the embedded PostgreSQL, and "
+                "RETAIL_DATABASE_URL is set: retailctl never drops a configured "
+                "database (drop its schemas meta, silver and gold yourself)"
+            )
         pgdata = pgdata_dir(settings.data_dir)
         deleted = EmbeddedPostgres(settings.data_dir).reset()
         if as_json:
             console.print_json({"deleted": deleted, "pgdata": pgdata})
         elif deleted:
-            console.say(f"deleted the embedded database in {pgdata}; the bronze files under "
-                        f"{settings.bronze_dir} are kept (the next load reads them again)")
+            console.say(
+                f"deleted the embedded database in {pgdata}; the bronze files under "
+                f"{settings.bronze_dir} are kept (the next load reads them again)"
+            )
         else:
             console.say(f"no embedded database in {pgdata}: nothing to delete")
 
@@ -325,32 +409,61 @@ def db_reset(
 @app.command("extract")
 def extract_command(
     ctx: typer.Context,
-    entity: Annotated[list[str] | None, typer.Option(
-        help="Only this entity (repeatable): customers, products, sales.",
-        show_default=False)] = None,
-    from_id: Annotated[int | None, typer.Option(
-        min=1, help="Backfill: read sales from this id instead of the cursor.",
-        show_default=False)] = None,
+    entity: Annotated[
+        list[str] | None,
+        typer.Option(help="Only this entity (repeatable): customers, products, sales.", show_default=False),
+    ] = None,
+    from_id: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Backfill: read sales from this id instead of the cursor (corrections older "
+            "than RETAIL_SALES_LOOKBACK).",
+            show_default=False,
+        ),
+    ] = None,
+    to_id: Annotated[
+        int | None, typer.Option(min=1, help="With --from-id: stop after this sale id.", show_default=False)
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pull the API into Bronze NDJSON files: snapshots of customers and products, new sales."""
+    """Pull the API into Bronze NDJSON files: snapshots of customers and products, new sales
+    (and the last RETAIL_SALES_LOOKBACK sales again, for corrections)."""
+    if to_id is not None and from_id is None:
+        raise typer.BadParameter("--to-id needs --from-id", param_hint="--to-id")
+    if to_id is not None and from_id is not None and to_id < from_id:
+        raise typer.BadParameter(f"--to-id {to_id} is below --from-id {from_id}", param_hint="--to-id")
     entities = entity or list(ENTITIES)
     unknown = sorted(set(entities) - set(ENTITIES))
     if unknown:
-        raise typer.BadParameter(f"unknown entity {', '.join(unknown)}; "
-                                 f"choose from {', '.join(ENTITIES)}", param_hint="--entity")
+        raise typer.BadParameter(
+            f"unknown entity {', '.join(unknown)}; choose from {', '.join(ENTITIES)}", param_hint="--entity"
+        )
 
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with source_settings(settings, quiet=as_json) as settings, \
-                database_of(settings) as database, \
-                pipeline.single_step(settings, database, "extract", observer_of(ctx, view)), view:
-            results = extract(settings, database, entities=entities, from_id=from_id,
-                              progress=view.extract_progress, warn=view.warn)
-        if as_json:
-            console.print_json({"demo": settings.serving_demo_data,
-                                "entities": [r.to_dict() for r in results]})
+        with (
+            source_settings(settings, quiet=as_json) as settings,
+            database_of(settings) as database,
+            pipeline.single_step(settings, database, "extract", observer_of(ctx, view)),
+            view,
+        ):
+            results = extract(
+                settings,
+                database,
+                entities=entities,
+                from_id=from_id,
+                to_id=to_id,
+                progress=view.extract_progress,
+                warn=view.warn,
+            )
+        if as_json and not any(r.error for r in results):
+            console.print_json(
+                {"demo": settings.serving_demo_data, "entities": [r.to_dict() for r in results]}
+            )
+        elif as_json:
+            pass  # the error object is the document
         else:
             for result in results:
                 console.info(result.summary(), step="extract")
@@ -365,8 +478,7 @@ def extract_command(
 @app.command("load")
 def load_command(
     ctx: typer.Context,
-    dry_run: Annotated[bool, typer.Option(help="List the files that would load; change nothing.")
-                       ] = False,
+    dry_run: Annotated[bool, typer.Option(help="List the files that would load; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Load every Bronze file not loaded yet into the Silver tables, each exactly once."""
@@ -374,11 +486,12 @@ def load_command(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with database_of(settings) as database, \
-                pipeline.single_step(settings, database, "load", observer_of(ctx, view)):
+        with (
+            database_of(settings) as database,
+            pipeline.single_step(settings, database, "load", observer_of(ctx, view)),
+        ):
             with view:
-                result = load(database, settings.bronze_dir, dry_run=dry_run,
-                              progress=view.load_progress)
+                result = load(database, settings.bronze_dir, dry_run=dry_run, progress=view.load_progress)
             render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_dir)
 
     run(ctx, work, as_json=as_json, step="load", monitored=True)
@@ -391,8 +504,9 @@ def load_command(
 def transform(
     ctx: typer.Context,
     select: Annotated[str, typer.Option(help="core (snapshot + dims + fact), mart, or all.")] = "all",
-    full_refresh: Annotated[bool, typer.Option(
-        help="Rebuild the incremental models from silver (after a model changed shape).")] = False,
+    full_refresh: Annotated[
+        bool, typer.Option(help="Rebuild the incremental models from silver (after a model changed shape).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Build the Gold models with dbt: the customer snapshot, then core, then the mart."""
@@ -402,10 +516,14 @@ def transform(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with database_of(settings) as database, \
-                pipeline.single_step(settings, database, "transform", observer_of(ctx, view)), view:
-            results = gold.transform(settings, database.url, select, full_refresh=full_refresh,
-                                     on_node=view.dbt_node)
+        with (
+            database_of(settings) as database,
+            pipeline.single_step(settings, database, "transform", observer_of(ctx, view)),
+            view,
+        ):
+            results = gold.transform(
+                settings, database.url, select, full_refresh=full_refresh, on_node=view.dbt_node
+            )
         if as_json:
             console.print_json({"commands": [r.to_dict() for r in results]})
         else:
@@ -417,8 +535,9 @@ def transform(
 @app.command("test")
 def test_command(
     ctx: typer.Context,
-    changed: Annotated[bool, typer.Option(
-        "--changed", help="Check only the Gold rows written since the last passing test run.")
+    changed: Annotated[
+        bool,
+        typer.Option("--changed", help="Check only the Gold rows written since the last passing test run."),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -427,12 +546,13 @@ def test_command(
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with database_of(settings) as database, \
-                pipeline.single_step(settings, database, "test", observer_of(ctx, view)), \
-                database.connect(autocommit=True, purpose="test") as conn:
+        with (
+            database_of(settings) as database,
+            pipeline.single_step(settings, database, "test", observer_of(ctx, view)),
+            database.connect(autocommit=True, purpose="test") as conn,
+        ):
             with view:
-                results = pipeline.run_tests(settings, database, conn, changed=changed,
-                                             on_node=view.dbt_node)
+                results = pipeline.run_tests(settings, database, conn, changed=changed, on_node=view.dbt_node)
             if not as_json:
                 render_dbt(results, "test")
             gold.raise_for_failures(results)  # with --json, the error object is the document
@@ -445,9 +565,15 @@ def test_command(
 @app.command("verify")
 def verify_command(
     ctx: typer.Context,
-    since: Annotated[datetime | None, typer.Option(
-        formats=["%Y-%m-%d"], metavar="DAY", help="Only the days from this UTC day (YYYY-MM-DD).",
-        show_default=False)] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            metavar="DAY",
+            help="Only the days from this UTC day (YYYY-MM-DD).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Prove bronze, silver, the fact and the mart agree per day (sales, lines, amounts to the
@@ -475,8 +601,11 @@ def deps(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if as_json:
             console.print_json({"installed": result is not None})
             return
-        console.say("dbt deps: no packages.yml, nothing to install" if result is None
-                    else "dbt deps: packages installed")
+        console.say(
+            "dbt deps: no packages.yml, nothing to install"
+            if result is None
+            else "dbt deps: packages installed"
+        )
 
     run(ctx, work, as_json=as_json)
 
@@ -484,11 +613,9 @@ def deps(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def docs(
     ctx: typer.Context,
-    serve: Annotated[bool, typer.Option(help="Serve the docs over HTTP afterwards, until Ctrl-C.")
-                     ] = False,
+    serve: Annotated[bool, typer.Option(help="Serve the docs over HTTP afterwards, until Ctrl-C.")] = False,
     host: Annotated[str, typer.Option(help="--serve: the address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the port (0: any free one).")
-                    ] = 8081,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="--serve: the port (0: any free one).")] = 8081,
     as_json: JsonOption = False,
 ) -> None:
     """Generate the dbt documentation of the Gold models (under the data dir); --serve it."""
@@ -499,8 +626,7 @@ def docs(
         with database_of(settings) as database:
             result = gold.docs(settings, database.url)
         if as_json and not serve:
-            console.print_json({"success": result.success, "target": target,
-                                "seconds": result.seconds})
+            console.print_json({"success": result.success, "target": target, "seconds": result.seconds})
             return
         console.say(f"dbt docs generated in {target}")
         if serve:
@@ -532,8 +658,7 @@ def run_all(ctx: typer.Context, as_json: JsonOption = False) -> None:
     def work() -> None:
         settings = settings_of(ctx)
         view = RunView()
-        with source_settings(settings, quiet=as_json) as settings, \
-                database_of(settings) as database:
+        with source_settings(settings, quiet=as_json) as settings, database_of(settings) as database:
             try:
                 result = pipeline.run_all(settings, database, observer=observer_of(ctx, view))
             except BaseException as exc:
@@ -541,11 +666,17 @@ def run_all(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 raise
         counted = view.close()
         if as_json:
-            console.print_json({
-                "run_id": result.run_id, "trigger": result.trigger, "status": "success",
-                "started_at": result.started_at, "seconds": result.seconds,
-                "steps": [dataclasses.asdict(step) for step in result.steps],
-                "tally": dataclasses.asdict(counted) if counted else None})
+            console.print_json(
+                {
+                    "run_id": result.run_id,
+                    "trigger": result.trigger,
+                    "status": "success",
+                    "started_at": result.started_at,
+                    "seconds": result.seconds,
+                    "steps": [dataclasses.asdict(step) for step in result.steps],
+                    "tally": dataclasses.asdict(counted) if counted else None,
+                }
+            )
 
     run(ctx, work, as_json=as_json, monitored=True)
 
@@ -556,8 +687,10 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        with database_of(settings, run_migrations=False) as database, \
-                database.connect(autocommit=True) as conn:  # read-only: never migrates
+        with (
+            database_of(settings, run_migrations=False) as database,
+            database.connect(autocommit=True) as conn,
+        ):  # read-only: never migrates
             collected = status.collect(conn, settings.bronze_dir)
         if as_json:
             console.print_json(collected)
@@ -574,13 +707,15 @@ def doctor_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     def work() -> None:
         settings = settings_of(ctx)
-        source = source_settings(settings, quiet=True) if settings.demo_mode \
-            else contextlib.nullcontext(settings)
+        source = (
+            source_settings(settings, quiet=True) if settings.demo_mode else contextlib.nullcontext(settings)
+        )
         with source as settings:
             checks = doctor.diagnose(settings)
         if as_json:
-            console.print_json({"ok": not doctor.failed(checks),
-                                "checks": [check.to_dict() for check in checks]})
+            console.print_json(
+                {"ok": not doctor.failed(checks), "checks": [check.to_dict() for check in checks]}
+            )
         else:
             render_doctor(checks)
         if doctor.failed(checks):  # the report is the answer, even with --json: exit 1 after it
@@ -614,24 +749,29 @@ def state_show(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @state_app.command("set")
 def state_set(
     ctx: typer.Context,
-    next_sales_id: Annotated[int | None, typer.Option(
-        min=1, help="The sale id the next extract reads first.", show_default=False)] = None,
-    last_sales_id: Annotated[int | None, typer.Option(
-        min=1, help="Deprecated alias of --next-sales-id.", show_default=False)] = None,
+    next_sales_id: Annotated[
+        int | None, typer.Option(min=1, help="The sale id the next extract reads first.", show_default=False)
+    ] = None,
+    last_sales_id: Annotated[
+        int | None, typer.Option(min=1, help="Deprecated alias of --next-sales-id.", show_default=False)
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Move the sales cursor, for a backfill or to skip ahead."""
     if last_sales_id is not None:
-        console.warn("--last-sales-id is deprecated: it sets the next sale id to read; "
-                     "use --next-sales-id")
+        console.warn("--last-sales-id is deprecated: it sets the next sale id to read; use --next-sales-id")
     if (next_sales_id is None) == (last_sales_id is None):
         raise typer.BadParameter("give the next sale id to read, once", param_hint="--next-sales-id")
     next_id = next_sales_id if next_sales_id is not None else last_sales_id
     assert next_id is not None
 
     def move() -> None:
-        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state set"), \
-                database.connect() as conn, conn.transaction():
+        with (
+            database_of(settings_of(ctx)) as database,
+            pipeline_lock(database, "state set"),
+            database.connect() as conn,
+            conn.transaction(),
+        ):
             before = state.read_cursor(conn).next_sales_id
             state.set_cursor(conn, next_id, f"set by hand with `retailctl state set` (was {before})")
         if as_json:
@@ -656,14 +796,19 @@ def state_reset(
         raise typer.Exit(code=2)
 
     def reset() -> None:
-        with database_of(settings_of(ctx)) as database, pipeline_lock(database, "state reset"), \
-                database.connect() as conn, conn.transaction():
+        with (
+            database_of(settings_of(ctx)) as database,
+            pipeline_lock(database, "state reset"),
+            database.connect() as conn,
+            conn.transaction(),
+        ):
             before = state.read_cursor(conn).next_sales_id
             state.set_cursor(conn, 1, f"reset with `retailctl state reset` (was {before})")
             state.clear_snapshot_hashes(conn)
         if as_json:
-            console.print_json({"next_sales_id": 1, "previous_next_sales_id": before,
-                                "snapshots_cleared": True})
+            console.print_json(
+                {"next_sales_id": 1, "previous_next_sales_id": before, "snapshots_cleared": True}
+            )
             return
         console.say(f"next sales id: {before} -> 1; snapshots will be written again")
 
@@ -686,8 +831,9 @@ def _age(text: str) -> timedelta:
 @bronze_app.command("prune")
 def bronze_prune(
     ctx: typer.Context,
-    older_than: Annotated[timedelta, typer.Option(
-        parser=_age, metavar="AGE", help="Age: 30d, 12h, 4w.")] = "30d",  # type: ignore[assignment]
+    older_than: Annotated[
+        timedelta, typer.Option(parser=_age, metavar="AGE", help="Age: 30d, 12h, 4w.")
+    ] = "30d",  # type: ignore[assignment]
     dry_run: Annotated[bool, typer.Option(help="List what would go; delete nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -695,12 +841,16 @@ def bronze_prune(
 
     def work() -> None:
         settings = settings_of(ctx)
-        with database_of(settings) as database, pipeline_lock(database, "bronze prune"), \
-                database.connect(autocommit=True) as conn:
+        with (
+            database_of(settings) as database,
+            pipeline_lock(database, "bronze prune"),
+            database.connect(autocommit=True) as conn,
+        ):
             result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
         if as_json:
-            console.print_json({"dry_run": dry_run, "files": [str(f) for f in result.files],
-                                "bytes": result.bytes})
+            console.print_json(
+                {"dry_run": dry_run, "files": [str(f) for f in result.files], "bytes": result.bytes}
+            )
             return
         verb = "would delete" if dry_run else "deleted"
         for path in result.files:
@@ -714,12 +864,16 @@ def bronze_prune(
 def schedule_command(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="cron, systemd or logrotate.")],
-    user: Annotated[str | None, typer.Option(
-        help="Who runs it (default: you; for systemd as root, 'retailctl').",
-        show_default=False)] = None,
-    output_dir: Annotated[Path | None, typer.Option(
-        help="systemd: write the unit files here instead of printing them.",
-        show_default=False)] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            help="Who runs it (default: you; for systemd as root, 'retailctl').", show_default=False
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(help="systemd: write the unit files here instead of printing them.", show_default=False),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Print the crontab lines, systemd units or logrotate file for this install, paths filled in."""
@@ -729,8 +883,11 @@ def schedule_command(
     def work() -> None:
         settings = settings_of(ctx)
         install = schedule.Install.here(
-            Path.cwd(), settings.data_dir, settings.env_file,
-            user or (schedule.default_user() if kind == "systemd" else getpass.getuser()))
+            Path.cwd(),
+            settings.data_dir,
+            settings.env_file,
+            user or (schedule.default_user() if kind == "systemd" else getpass.getuser()),
+        )
         if kind == "cron":
             text = schedule.cron(install).rstrip()
             console.print_json({"kind": kind, "text": text}) if as_json else console.say(text)
@@ -743,8 +900,9 @@ def schedule_command(
     run(ctx, work, as_json=as_json)
 
 
-def write_units(install: schedule.Install, output_dir: Path | None, *, embedded: bool,
-                as_json: bool = False) -> None:
+def write_units(
+    install: schedule.Install, output_dir: Path | None, *, embedded: bool, as_json: bool = False
+) -> None:
     """The units on stdout (or into files); next steps and warnings on stderr."""
     units = schedule.systemd_units(install)
     written = []
@@ -778,36 +936,53 @@ def api_serve(
     products: Annotated[int, typer.Option(min=1, help="Number of products.")] = 200,
     sales: Annotated[int, typer.Option(min=0, help="Number of sales at start.")] = 10_000,
     live: Annotated[float, typer.Option(min=0, help="New sales per minute while serving.")] = 0.0,
-    fail_rate: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of requests answered 500/503.")] = 0.0,
-    throttle_rate: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of requests answered 429 with Retry-After.")] = 0.0,
+    fail_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of requests answered 500/503.")] = 0.0,
+    throttle_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests answered 429 with Retry-After.")
+    ] = 0.0,
     latency_ms: Annotated[int, typer.Option(min=0, help="Delay added to every request.")] = 0,
-    invalid_rate: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of records served invalid.")] = 0.0,
-    inconsistent_rate: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of sales whose total differs from their lines.")] = 0.0,
-    gap_every: Annotated[int, typer.Option(
-        min=0, help="Leave a gap of 3 ids after every N sales (0 = dense ids).")] = 0,
-    hidden_products: Annotated[int, typer.Option(
-        min=0, help="The last N products are sold but not listed by /products.")] = 0,
-    customer_version: Annotated[int, typer.Option(
-        min=0, help="Bump to change some customers' emails.")] = 0,
-    corrections: Annotated[int, typer.Option(
-        min=0, help="Published sales corrected per round: another customer, another day, a line "
-                    "removed or a quantity changed, in turn.")] = 0,
-    correction_version: Annotated[int, typer.Option(
-        min=0, help="Correction rounds 0..V are applied: bump for one more round.")] = 0,
-    correction_window: Annotated[int | None, typer.Option(
-        min=1, help="Correct only among the last N sales (unset: any sale).",
-        show_default=False)] = None,
-    delist_products: Annotated[int, typer.Option(
-        min=0, help="This many products (a seeded choice) missing from /products.")] = 0,
-    delist_customers: Annotated[int, typer.Option(
-        min=0, help="This many customers (a seeded choice) missing from /customers.")] = 0,
-    api_key: Annotated[str | None, typer.Option(
-        envvar="RETAIL_API_KEY", help="The key clients must send [default: the demo key].",
-        show_default=False)] = None,
+    invalid_rate: Annotated[float, typer.Option(min=0, max=1, help="Share of records served invalid.")] = 0.0,
+    inconsistent_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of sales whose total differs from their lines.")
+    ] = 0.0,
+    gap_every: Annotated[
+        int, typer.Option(min=0, help="Leave a gap of 3 ids after every N sales (0 = dense ids).")
+    ] = 0,
+    hidden_products: Annotated[
+        int, typer.Option(min=0, help="The last N products are sold but not listed by /products.")
+    ] = 0,
+    customer_version: Annotated[int, typer.Option(min=0, help="Bump to change some customers' emails.")] = 0,
+    corrections: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Published sales corrected per round: another customer, another day, a line "
+            "removed or a quantity changed, in turn.",
+        ),
+    ] = 0,
+    correction_version: Annotated[
+        int, typer.Option(min=0, help="Correction rounds 0..V are applied: bump for one more round.")
+    ] = 0,
+    correction_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Correct only among the last N sales (unset: any sale).", show_default=False
+        ),
+    ] = None,
+    delist_products: Annotated[
+        int, typer.Option(min=0, help="This many products (a seeded choice) missing from /products.")
+    ] = 0,
+    delist_customers: Annotated[
+        int, typer.Option(min=0, help="This many customers (a seeded choice) missing from /customers.")
+    ] = 0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RETAIL_API_KEY",
+            help="The key clients must send [default: the demo key].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the bundled mock retail API (docs at /docs).
 
@@ -818,14 +993,24 @@ def api_serve(
     from mock_api.server import serve
 
     config = MockConfig(
-        data=DataConfig(seed=seed, customers=customers, products=products, sales=sales,
-                        live_rate_per_min=live, gap_every=gap_every, invalid_rate=invalid_rate,
-                        inconsistent_rate=inconsistent_rate, hidden_products=hidden_products,
-                        customer_version=customer_version, corrections=corrections,
-                        correction_version=correction_version, correction_window=correction_window,
-                        delisted_products=delist_products, delisted_customers=delist_customers),
-        faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate,
-                           latency_ms=latency_ms),
+        data=DataConfig(
+            seed=seed,
+            customers=customers,
+            products=products,
+            sales=sales,
+            live_rate_per_min=live,
+            gap_every=gap_every,
+            invalid_rate=invalid_rate,
+            inconsistent_rate=inconsistent_rate,
+            hidden_products=hidden_products,
+            customer_version=customer_version,
+            corrections=corrections,
+            correction_version=correction_version,
+            correction_window=correction_window,
+            delisted_products=delist_products,
+            delisted_customers=delist_customers,
+        ),
+        faults=FaultConfig(fail_rate=fail_rate, throttle_rate=throttle_rate, latency_ms=latency_ms),
         api_key=api_key or DEFAULT_API_KEY,
     )
     console.notice(f"mock retail API on http://{host}:{port} (docs at /docs)")

@@ -48,8 +48,9 @@ class Mode:
 MODE = Mode()
 
 
-def configure(*, verbosity: int | None = None, log_format: str | None = None,
-              stdout_json: bool | None = None) -> None:
+def configure(
+    *, verbosity: int | None = None, log_format: str | None = None, stdout_json: bool | None = None
+) -> None:
     if verbosity is not None:
         MODE.verbosity = verbosity
     if log_format is not None:
@@ -133,8 +134,14 @@ PREFIXES = {"warning": "warning: ", "error": "error: ", "debug": "", "info": ""}
 
 def _log(level: str, message: str, fields: dict[str, Any]) -> None:
     if MODE.log_json:
-        line = json_line({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                          "level": level, "message": message, **fields})
+        line = json_line(
+            {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "level": level,
+                "message": message,
+                **fields,
+            }
+        )
     else:
         line = PREFIXES[level] + message
     write(sys.stderr, f"{line}\n")
@@ -152,13 +159,17 @@ def _json_default(value: Any) -> Any:
 
 
 def json_line(document: Any) -> str:
-    return orjson.dumps(document, default=_json_default,
-                        option=orjson.OPT_NON_STR_KEYS).decode()
+    return orjson.dumps(document, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def print_json(document: Any) -> None:
-    write(sys.stdout, orjson.dumps(document, default=_json_default,
-                                   option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+    write(
+        sys.stdout,
+        orjson.dumps(
+            document, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+        ).decode()
+        + "\n",
+    )
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -194,11 +205,17 @@ class StepProgress:
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description:<24}"),
-                BarColumn(bar_width=24), TextColumn("{task.fields[count]}"),
-                TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
-                console=stderr, transient=True)
+                SpinnerColumn(),
+                TextColumn("{task.description:<24}"),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[count]}"),
+                TextColumn("{task.fields[detail]}"),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[eta]}"),
+                console=stderr,
+                transient=True,
+            )
             self._progress.start()
         return self
 
@@ -210,15 +227,14 @@ class StepProgress:
             self._progress.stop()
             self._progress = None
 
-    def update(self, name: str, done: int, unit: str, *, total: int | None = None,
-               detail: str = "") -> None:
+    def update(self, name: str, done: int, unit: str, *, total: int | None = None, detail: str = "") -> None:
         if self._progress is None:
             return
         with self._lock:
             if name not in self._tasks:
                 self._tasks[name] = self._progress.add_task(
-                    f"{self.title} {name}".strip(), total=None, count="", detail="", rate="",
-                    eta="")
+                    f"{self.title} {name}".strip(), total=None, count="", detail="", rate="", eta=""
+                )
                 self._started[name] = self._last_update
             self._last_update = time.monotonic()
         elapsed = self._last_update - self._started[name]
@@ -227,5 +243,12 @@ class StepProgress:
         eta = ""
         if total is not None and rate > 0 and total > done:
             eta = f"~{(total - done) / rate:,.0f}s left"
-        self._progress.update(self._tasks[name], completed=done, total=total, count=count,
-                              detail=detail, rate=f"{rate:,.0f}/s", eta=eta)
+        self._progress.update(
+            self._tasks[name],
+            completed=done,
+            total=total,
+            count=count,
+            detail=detail,
+            rate=f"{rate:,.0f}/s",
+            eta=eta,
+        )

@@ -34,8 +34,7 @@ def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir:
         for table in result.tables.values():
             console.info(table.summary(), step="load")
         rate = result.rows / result.seconds if result.seconds else 0.0
-        console.info(f"loaded {result.rows} rows in {result.seconds:.1f}s ({rate:,.0f} rows/s)",
-                     step="load")
+        console.info(f"loaded {result.rows} rows in {result.seconds:.1f}s ({rate:,.0f} rows/s)", step="load")
     for problem in [*result.errors, *result.quarantined]:
         console.error(problem)
     failure = result.failure()
@@ -52,8 +51,9 @@ def render_dbt(results: list[gold.DbtResult], step: str = "") -> None:
                 detail = f", {node.failures} failing row(s)" if node.failures is not None else ""
             elif node.kind == "unit_test":
                 detail = ""  # rows_affected would count its fixture rows, not the project's
-            console.info(f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}",
-                         step=step or None)
+            console.info(
+                f"{node.kind} {node.name}: {node.status} in {node.seconds:.2f}s{detail}", step=step or None
+            )
 
 
 def render_step(name: str, result: Any) -> None:
@@ -76,26 +76,40 @@ def render_status(collected: dict[str, Any]) -> None:
         console.say(f"database {collected['database']}")
         return
     cursor = collected["cursor"]
-    console.say(f"next sales id: {cursor['next_sales_id']} (last extract: "
-                f"{cursor['last_run_ts'] or 'never'})")
+    console.say(
+        f"next sales id: {cursor['next_sales_id']} (last extract: {cursor['last_run_ts'] or 'never'})"
+    )
     holder = collected["lock_holder"]
     console.say(f"lock: {holder.describe() if holder else 'free'}")
-    console.table("recent runs", ("started", "trigger", "status", "seconds", "error"), [
-        (f"{r['started_at']:%Y-%m-%d %H:%M:%S}", r["trigger"], r["status"],
-         f"{r['seconds']:.1f}" if r["seconds"] is not None else "-", r["error"] or "")
-        for r in collected["runs"]])
+    console.table(
+        "recent runs",
+        ("started", "trigger", "status", "seconds", "error"),
+        [
+            (
+                f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+                r["trigger"],
+                r["status"],
+                f"{r['seconds']:.1f}" if r["seconds"] is not None else "-",
+                r["error"] or "",
+            )
+            for r in collected["runs"]
+        ],
+    )
     rows = [("bronze files", name, count) for name, count in collected["bronze_files"].items()]
-    rows += [("silver rows", name, "-" if n is None else n)
-             for name, n in collected["silver_rows"].items()]
-    rows += [("gold rows", name, "-" if n is None else n)
-             for name, n in collected["gold_rows"].items()]
+    rows += [("silver rows", name, "-" if n is None else n) for name, n in collected["silver_rows"].items()]
+    rows += [("gold rows", name, "-" if n is None else n) for name, n in collected["gold_rows"].items()]
     console.table("rows per layer", ("layer", "table", "count"), rows)
-    console.table("silver freshness", ("table", "last loaded"), [
-        (name, at or "never") for name, at in collected["silver_loaded_at"].items()])
-    console.say(f"rejected records: {collected['rejected_records']['total']} "
-                f"({collected['rejected_records']['last_24h']} in the last 24 h); "
-                f"inconsistent sale totals: {collected['inconsistent_totals']}; "
-                f"lines quarantined by load: {collected['quarantined_lines']}")
+    console.table(
+        "silver freshness",
+        ("table", "last loaded"),
+        [(name, at or "never") for name, at in collected["silver_loaded_at"].items()],
+    )
+    console.say(
+        f"rejected records: {collected['rejected_records']['total']} "
+        f"({collected['rejected_records']['last_24h']} in the last 24 h); "
+        f"inconsistent sale totals: {collected['inconsistent_totals']}; "
+        f"lines quarantined by load: {collected['quarantined_lines']}"
+    )
 
 
 @dataclass
@@ -129,10 +143,12 @@ def tally(run: pipeline.RunResult, results: dict[str, Any]) -> Tally:
 def tally_line(run: pipeline.RunResult, counted: Tally, failed_step: str | None = None) -> str:
     outcome = f"failed at {failed_step}" if failed_step else "succeeded"
     skipped = f" ({counted.skipped} skipped)" if counted.skipped else ""
-    return (f"run {run.run_id} ({run.trigger}) {outcome} in {run.seconds:.1f}s: "
-            f"{counted.steps} steps{skipped}; rows: bronze +{counted.bronze_rows:,}, "
-            f"silver +{counted.silver_rows:,}, gold +{counted.gold_rows:,}; "
-            f"tests: {counted.tests_passed} passed, {counted.tests_failed} failed")
+    return (
+        f"run {run.run_id} ({run.trigger}) {outcome} in {run.seconds:.1f}s: "
+        f"{counted.steps} steps{skipped}; rows: bronze +{counted.bronze_rows:,}, "
+        f"silver +{counted.silver_rows:,}, gold +{counted.gold_rows:,}; "
+        f"tests: {counted.tests_passed} passed, {counted.tests_failed} failed"
+    )
 
 
 class RunView(pipeline.RunObserver):
@@ -167,8 +183,11 @@ class RunView(pipeline.RunObserver):
     def extract_progress(self, entity: str, records: int, pages: int, total: int | None) -> None:
         if self._live is not None:
             self._live.update(entity, records, "records", total=total, detail=f"{pages} pages")
-        console.detail(f"extract {entity}: page {pages}, {records:,} records read"
-                       + (f" of ~{total:,}" if total is not None else ""), step="extract")
+        console.detail(
+            f"extract {entity}: page {pages}, {records:,} records read"
+            + (f" of ~{total:,}" if total is not None else ""),
+            step="extract",
+        )
 
     def load_progress(self, table: str, rows: int, files: int, files_total: int) -> None:
         if self._live is not None:
@@ -178,8 +197,13 @@ class RunView(pipeline.RunObserver):
     def dbt_node(self, event: gold.NodeEvent) -> None:
         command = "dbt " + event.command.split()[0]
         if self._live is not None:
-            self._live.update(command, event.done, "nodes", total=event.total,
-                              detail=f"{event.kind} {event.name} {event.status}")
+            self._live.update(
+                command,
+                event.done,
+                "nodes",
+                total=event.total,
+                detail=f"{event.kind} {event.name} {event.status}",
+            )
         timing = f" in {event.seconds:.2f}s" if event.seconds is not None else ""
         console.detail(f"{command}: {event.kind} {event.name} {event.status}{timing}")
 
@@ -217,21 +241,35 @@ def render_verify(result: VerifyResult, *, as_json: bool) -> None:
     """The days that differ, layer by layer against bronze; the source's count; one verdict.
     With --json, the result is the document when all agree (else the error object's details)."""
     from retailctl.verify_bronze import money
+
     if as_json:
         if result.ok:
             console.print_json(result.to_dict())
         return
     if result.pruned_files and (result.since is None or result.since < result.complete_since):  # type: ignore[operator]
-        console.warn(f"{result.pruned_files} loaded sales file(s) were pruned from bronze: days "
-                     f"before {result.complete_since} can differ for that alone; pass --since "
-                     f"{result.complete_since}")
+        console.warn(
+            f"{result.pruned_files} loaded sales file(s) were pruned from bronze: days "
+            f"before {result.complete_since} can differ for that alone; pass --since "
+            f"{result.complete_since}"
+        )
     if result.differences:
-        console.table("days that differ", (
-            "day", "layer", "sales", "lines", "amount", "bronze sales", "bronze lines",
-            "bronze amount"), [
-            (d.day or "no header", d.layer, d.figures.sales, d.figures.lines, money(d.figures.amount),
-             d.reference.sales, d.reference.lines, money(d.reference.amount))
-            for d in result.differences])
+        console.table(
+            "days that differ",
+            ("day", "layer", "sales", "lines", "amount", "bronze sales", "bronze lines", "bronze amount"),
+            [
+                (
+                    d.day or "no header",
+                    d.layer,
+                    d.figures.sales,
+                    d.figures.lines,
+                    money(d.figures.amount),
+                    d.reference.sales,
+                    d.reference.lines,
+                    money(d.reference.amount),
+                )
+                for d in result.differences
+            ],
+        )
     for line in result.missing:
         console.say(f"missing layer: {line}")
     console.say(f"source: {result.source.status}: {result.source.detail}")

@@ -24,9 +24,16 @@ from retailctl.store.db import Database
 __all__ = ["ENTITIES", "EntityResult", "Progress", "Warn", "extract", "raise_for_failures"]
 
 
-def extract(settings: Settings, database: Database, *, entities: Sequence[str] = ENTITIES,
-            from_id: int | None = None, progress: Progress | None = None,
-            warn: Warn | None = None) -> list[EntityResult]:
+def extract(
+    settings: Settings,
+    database: Database,
+    *,
+    entities: Sequence[str] = ENTITIES,
+    from_id: int | None = None,
+    to_id: int | None = None,
+    progress: Progress | None = None,
+    warn: Warn | None = None,
+) -> list[EntityResult]:
     """Extract the given entities in order (customers, products, sales) from the configured API.
 
     An entity the source broke the contract for has `error` set; the others still ran.
@@ -37,20 +44,42 @@ def extract(settings: Settings, database: Database, *, entities: Sequence[str] =
     warn = warn or (lambda message: None)
     remove_stale_temp_files(settings.bronze_dir)  # left by a killed extract: never part of bronze
     results = []
-    with make_client(settings.api_url, settings.api_key, settings.http_timeout) as http, \
-            database.connect(autocommit=True, purpose="extract") as conn:
-        source = SourceClient(http, attempts=settings.http_retries, warn=warn,
-                              max_response_bytes=settings.max_response_mb * MIB)
+    with (
+        make_client(settings.api_url, settings.api_key, settings.http_timeout) as http,
+        database.connect(autocommit=True, purpose="extract") as conn,
+    ):
+        source = SourceClient(
+            http, attempts=settings.http_retries, warn=warn, max_response_bytes=settings.max_response_mb * MIB
+        )
         for entity in SNAPSHOT_ENTITIES:
             if entity.name in entities:
-                results.append(read_snapshot(entity, source, conn, settings.bronze_dir,
-                                             limit=settings.page_size,
-                                             max_records=settings.max_snapshot_records,
-                                             progress=progress, warn=warn))
+                results.append(
+                    read_snapshot(
+                        entity,
+                        source,
+                        conn,
+                        settings.bronze_dir,
+                        limit=settings.page_size,
+                        max_records=settings.max_snapshot_records,
+                        progress=progress,
+                        warn=warn,
+                    )
+                )
         if "sales" in entities:
-            results.append(read_sales(source, conn, settings.bronze_dir, limit=settings.page_size,
-                                      max_sales=settings.max_sales_per_run, from_id=from_id,
-                                      progress=progress, warn=warn))
+            results.append(
+                read_sales(
+                    source,
+                    conn,
+                    settings.bronze_dir,
+                    limit=settings.page_size,
+                    max_sales=settings.max_sales_per_run,
+                    from_id=from_id,
+                    to_id=to_id,
+                    lookback=settings.sales_lookback,
+                    progress=progress,
+                    warn=warn,
+                )
+            )
     return results
 
 

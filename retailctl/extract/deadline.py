@@ -60,10 +60,13 @@ class _Stream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context: typing.Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._stream.start_tls(ssl_context, server_hostname,
-                                              self._deadline.bound(timeout)), self._deadline)
+    def start_tls(
+        self, ssl_context: typing.Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._stream.start_tls(ssl_context, server_hostname, self._deadline.bound(timeout)),
+            self._deadline,
+        )
 
     def get_extra_info(self, info: str) -> typing.Any:
         return self._stream.get_extra_info(info)
@@ -74,18 +77,23 @@ class _Backend(httpcore.NetworkBackend):
         self._backend = httpcore.SyncBackend()
         self._deadline = deadline
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Iterable[typing.Any] | None = None) -> httpcore.NetworkStream:
-        stream = self._backend.connect_tcp(host, port, self._deadline.bound(timeout), local_address,
-                                           socket_options)
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[typing.Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, self._deadline.bound(timeout), local_address, socket_options
+        )
         return _Stream(stream, self._deadline)
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Iterable[typing.Any] | None = None
-                            ) -> httpcore.NetworkStream:
-        stream = self._backend.connect_unix_socket(path, self._deadline.bound(timeout),
-                                                   socket_options)
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[typing.Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_unix_socket(path, self._deadline.bound(timeout), socket_options)
         return _Stream(stream, self._deadline)
 
     def sleep(self, seconds: float) -> None:
@@ -99,8 +107,9 @@ class DeadlineTransport(httpx.HTTPTransport):
         super().__init__()
         self._deadline = _Deadline(seconds)
         # httpx has no public way to hand its pool a network backend: replace the pool it made.
-        self._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(),
-                                             network_backend=_Backend(self._deadline))
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), network_backend=_Backend(self._deadline)
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self._deadline.start()

@@ -42,8 +42,10 @@ def keep_aside(record: dict[str, Any], computed: tuple[str, ...]) -> dict[str, A
 def _collision(record: dict[str, Any], computed: tuple[str, ...]) -> str | None:
     for field in computed:
         if field in record and source_name(field) in record:
-            return (f"has both {field!r} (computed by retailctl) and {source_name(field)!r}, "
-                    "where it would be kept")
+            return (
+                f"has both {field!r} (computed by retailctl) and {source_name(field)!r}, "
+                "where it would be kept"
+            )
     return None
 
 
@@ -56,17 +58,20 @@ def _field(record: dict[str, Any], name: str, problem: str | None) -> str | None
 def customer_reject_reason(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
-    return (_field(record, CUSTOMER_KEY, values.key_problem(record.get(CUSTOMER_KEY)))
-            or _field(record, "emails", values.text_list_problem(record.get("emails")))
-            or _field(record, "phone_numbers", values.text_list_problem(record.get("phone_numbers")))
-            or _collision(record, STAMP_FIELDS))
+    return (
+        _field(record, CUSTOMER_KEY, values.key_problem(record.get(CUSTOMER_KEY)))
+        or _field(record, "emails", values.text_list_problem(record.get("emails")))
+        or _field(record, "phone_numbers", values.text_list_problem(record.get("phone_numbers")))
+        or _collision(record, STAMP_FIELDS)
+    )
 
 
 def product_reject_reason(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
-    reason = (_field(record, PRODUCT_KEY, values.key_problem(record.get(PRODUCT_KEY)))
-              or _field(record, "unit_amount", values.money_problem(record.get("unit_amount"))))
+    reason = _field(record, PRODUCT_KEY, values.key_problem(record.get(PRODUCT_KEY))) or _field(
+        record, "unit_amount", values.money_problem(record.get("unit_amount"))
+    )
     if reason:
         return reason
     for name in ("description", "supplier"):
@@ -84,10 +89,12 @@ def sale_reject_reason(sale: Any) -> str | None:
         return "id missing or not a positive integer"
     if sale_id > values.MAX_SALE_ID:
         return f"id above {values.MAX_SALE_ID}, the largest a bigint cursor can pass"
-    reason = (_field(sale, "datetime", values.datetime_problem(sale.get("datetime")))
-              or _field(sale, "total_amount", values.money_problem(sale.get("total_amount")))
-              or _field(sale, CUSTOMER_KEY, values.key_problem(sale.get(CUSTOMER_KEY)))
-              or _collision(sale, STAMP_FIELDS))
+    reason = (
+        _field(sale, "datetime", values.datetime_problem(sale.get("datetime")))
+        or _field(sale, "total_amount", values.money_problem(sale.get("total_amount")))
+        or _field(sale, CUSTOMER_KEY, values.key_problem(sale.get(CUSTOMER_KEY)))
+        or _collision(sale, STAMP_FIELDS)
+    )
     if reason:
         return reason
     items = sale.get("items")
@@ -108,10 +115,12 @@ def _line_reject_reason(item: Any) -> str | None:
     quantity = item.get("quantity")
     if not values.is_integer(quantity) or quantity < 1:
         return "quantity missing or not an integer of at least 1"
-    return (_field(item, PRODUCT_KEY, values.key_problem(item.get(PRODUCT_KEY)))
-            or _field(item, "quantity", values.integer_problem(quantity, 1, values.INT4_MAX))
-            or _field(item, "amount", values.money_problem(item.get("amount")))
-            or _collision(item, LINE_FIELDS))
+    return (
+        _field(item, PRODUCT_KEY, values.key_problem(item.get(PRODUCT_KEY)))
+        or _field(item, "quantity", values.integer_problem(quantity, 1, values.INT4_MAX))
+        or _field(item, "amount", values.money_problem(item.get("amount")))
+        or _collision(item, LINE_FIELDS)
+    )
 
 
 def sale_id_of(sale: Any) -> int | None:
@@ -138,6 +147,8 @@ def split_sale(sale: dict[str, Any], stamp: dict[str, str]) -> tuple[dict[str, A
     """
     header = keep_aside({key: value for key, value in sale.items() if key != "items"}, STAMP_FIELDS)
     header.update(stamp)
-    lines = [{"sale_id": sale["id"], "line_no": line_no, **keep_aside(item, LINE_FIELDS), **stamp}
-             for line_no, item in enumerate(sale["items"], start=1)]
+    lines = [
+        {"sale_id": sale["id"], "line_no": line_no, **keep_aside(item, LINE_FIELDS), **stamp}
+        for line_no, item in enumerate(sale["items"], start=1)
+    ]
     return header, lines

@@ -1,19 +1,26 @@
-"""Sales: incremental from the cursor, losing nothing.
+"""Sales: incremental from the cursor, losing nothing, re-reading the last few for corrections.
 
 Sales are read from `meta.ingestion_state` in chunks of a few pages: a chunk's files are made
 durable first, then the cursor moves past them in one transaction, so a crash loses at most
 the chunk in flight and the next run reads it again. Bronze may hold a sale twice; it never
 misses one. The next page is fetched on a thread while the current one is written.
+
+Each run starts `lookback` ids before the cursor, so a sale the source corrected soon after
+publishing it is read again; a re-read sale whose content hash (meta.sale_hashes) is unchanged
+is not written: an idle hour writes no file and costs Gold nothing. A sale is written whole into
+one batch (its header and every line): load replaces the previous version with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from retailctl.errors import ContractViolation, RetailctlError
@@ -40,54 +47,71 @@ class _Page:
     total_items: int | None  # what the source says it has: for progress only
 
 
-def read_sales(source: SourceClient, conn: psycopg.Connection, bronze_dir: Path, *, limit: int,
-               max_sales: int = 0, from_id: int | None = None, progress: Progress,
-               warn: Warn) -> EntityResult:
-    """Read sales from the cursor (or `from_id`, a backfill) to the end of the source or
-    `max_sales`; `conn` is in autocommit mode.
+def read_sales(
+    source: SourceClient,
+    conn: psycopg.Connection,
+    bronze_dir: Path,
+    *,
+    limit: int,
+    max_sales: int = 0,
+    from_id: int | None = None,
+    to_id: int | None = None,
+    lookback: int = 0,
+    progress: Progress,
+    warn: Warn,
+) -> EntityResult:
+    """Read sales from `lookback` ids before the cursor (or from `from_id`, a backfill, up to
+    `to_id`) to the end of the source or `max_sales`; `conn` is in autocommit mode.
 
-    The cursor moves only over ids this run read: a backfill from beyond the cursor leaves it
-    where it is. A source answer that breaks the contract ends the entity (`result.error`),
-    keeping the pages read before it.
+    The cursor moves only over ids this run read, never back: a backfill from beyond the
+    cursor leaves it where it is. A source answer that breaks the contract ends the entity
+    (`result.error`), keeping the pages read before it.
     """
     started = time.monotonic()
     cursor = state.read_cursor(conn).next_sales_id
-    start = from_id if from_id is not None else cursor
+    start = from_id if from_id is not None else max(1, cursor - lookback)
     moves_cursor = start <= cursor
-    result = EntityResult("sales", cursor_from=start, cursor_to=start)
+    shown = start if from_id is not None else cursor  # the summary shows the cursor's move
+    result = EntityResult("sales", cursor_from=shown, cursor_to=shown)
+    hashes = _Hashes(conn, lookback)
 
     def note(message: str) -> None:
         result.warnings.append(message)
         warn(message)
 
     if from_id is not None and moves_cursor:
-        note(f"backfill: reading sales from id {from_id} (the cursor stays at {max(cursor, 1)} "
-             "or beyond)")
+        note(f"backfill: reading sales from id {from_id} (the cursor stays at {max(cursor, 1)} or beyond)")
     elif from_id is not None:
-        note(f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
-             f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)")
+        note(
+            f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
+            f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)"
+        )
     batch = Batch(bronze_dir)
     pages_in_batch = 0
     try:
-        for page in prefetch(_pages(source, start, limit, max_sales, note)):
+        for page in prefetch(_pages(source, start, limit, max_sales, to_id, cursor, note)):
+            known = hashes.known(page.sales)
             for sale in page.sales:
+                if hashes.unchanged(sale, known):
+                    result.unchanged += 1
+                    continue
                 _write_sale(batch, sale, result)
             result.pages += 1
             result.out_of_order += page.out_of_order
             result.cursor_to = page.next_start
-            read = result.records + result.rejected
-            progress("sales", read, result.pages,
-                     expected_sales(page.total_items, start, read, max_sales))
+            read = result.records + result.rejected + result.unchanged
+            progress("sales", read, result.pages, expected_sales(page.total_items, start, read, max_sales))
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
-                _commit_chunk(conn, batch, result, moves_cursor)
+                _commit_chunk(conn, batch, result, moves_cursor, hashes)
                 batch, pages_in_batch = Batch(bronze_dir), 0
-        _commit_chunk(conn, batch, result, moves_cursor)
+        _commit_chunk(conn, batch, result, moves_cursor, hashes)
     except ContractViolation as exc:  # this entity fails; the pages read before it are kept
-        _commit_chunk(conn, batch, result, moves_cursor)
+        _commit_chunk(conn, batch, result, moves_cursor, hashes)
         result.error = str(exc)
     except RetailctlError:
-        _commit_chunk(conn, batch, result, moves_cursor)  # keep the pages read before the failure
+        # keep the pages read before the failure
+        _commit_chunk(conn, batch, result, moves_cursor, hashes)
         raise
     except BaseException:
         batch.abort()
@@ -107,36 +131,58 @@ def expected_sales(total_items: int | None, start: int, read: int, max_sales: in
     return min(expected, max_sales) if max_sales else expected
 
 
-def _pages(source: SourceClient, start: int, limit: int, max_sales: int,
-           note: Warn) -> Iterator[_Page]:
-    """Each page's sales at or after the start, until the end, the cap, or a page that does
-    not advance. Runs on the prefetch thread."""
+def _pages(
+    source: SourceClient, start: int, limit: int, max_sales: int, to_id: int | None, cursor: int, note: Warn
+) -> Iterator[_Page]:
+    """Each page's sales at or after the start (and up to `to_id`), until the end, the cap,
+    `to_id`, or a page that does not advance. Runs on the prefetch thread.
+
+    The cap counts the sales at or past the cursor only: re-reading the lookback window must
+    never use it up (the cursor would never move again)."""
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
         if remaining == 0:
             return
         page = source.page("/sales", {"start_sales_id": start, "limit": limit})
-        items = page.items[:remaining] if remaining is not None else page.items
+        items, counted = _within_cap(page.items, remaining, cursor)
+        past_end = False
+        if to_id is not None:  # stop past M: the sales after it are not this backfill's
+            kept = [s for s in items if (records.sale_id_of(s) or 0) <= to_id]
+            past_end, items = len(kept) < len(items), kept
         served = [records.sale_id_of(s) for s in items]  # None: no valid id
         # Sales before the start were read already; one without a valid id is kept, to be
         # rejected with its reason.
-        fresh = [s for s, sale_id in zip(items, served, strict=True)
-                 if sale_id is None or sale_id >= start]
+        fresh = [s for s, sale_id in zip(items, served, strict=True) if sale_id is None or sale_id >= start]
         ids = [sale_id for sale_id in served if sale_id is not None and sale_id >= start]
-        if not page.items:
+        if not page.items or (past_end and not ids):
             return
         if not ids:
-            note(f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
-                 "does not advance, stopping there")
+            note(
+                f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
+                "does not advance, stopping there"
+            )
             if fresh:
                 yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
-        taken += len(fresh)
+        taken += counted
         start = max(ids) + 1
         yield _Page(fresh, start, _out_of_order(ids), page.total_items)
-        if len(page.items) < source.effective_limit(limit):  # the limit the page was read with
+        if past_end or len(page.items) < source.effective_limit(limit):  # the limit it was read with
             return
+
+
+def _within_cap(items: list[Any], remaining: int | None, cursor: int) -> tuple[list[Any], int]:
+    """The page cut after `remaining` sales at or past the cursor (or without a valid id), and
+    how many of those it holds."""
+    counted = 0
+    for index, sale in enumerate(items):
+        sale_id = records.sale_id_of(sale)
+        if sale_id is None or sale_id >= cursor:
+            if counted == remaining:
+                return items[:index], counted
+            counted += 1
+    return items, counted
 
 
 def _out_of_order(ids: list[int]) -> int:
@@ -164,15 +210,56 @@ def _write_sale(batch: Batch, sale: Any, result: EntityResult) -> None:
         result.inconsistent += 1
 
 
-def _commit_chunk(conn: psycopg.Connection, batch: Batch, result: EntityResult,
-                  moves_cursor: bool) -> None:
-    """Files first, durable; then the cursor past them (unless ids before them are unread)."""
+def _commit_chunk(
+    conn: psycopg.Connection, batch: Batch, result: EntityResult, moves_cursor: bool, hashes: _Hashes
+) -> None:
+    """Files first, durable; then, in one transaction, the cursor past them (unless ids before
+    them are unread) and the content hashes of the sales they hold."""
     next_id = result.cursor_to
     assert next_id is not None
     result.files += batch.commit()
-    if not moves_cursor:
-        return
-    note = (f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
-            f"from id {result.cursor_from}, next id {next_id}")
+    note = (
+        f"extract at {batch.moment:%Y-%m-%d %H:%M:%S}Z: {result.records} sales read "
+        f"from id {result.cursor_from}, next id {next_id}"
+    )
     with conn.transaction():
-        state.advance_cursor(conn, next_id, note)
+        if moves_cursor:
+            state.advance_cursor(conn, next_id, note)
+        hashes.save()
+
+
+class _Hashes:
+    """The content hashes of recently read sales: a re-read sale that did not change is not
+    written again. Off (nothing read or recorded) when the lookback is 0."""
+
+    def __init__(self, conn: psycopg.Connection, lookback: int) -> None:
+        self.conn = conn
+        self.lookback = lookback
+        self.pending: dict[int, bytes] = {}  # read this chunk: recorded once its files are durable
+
+    def known(self, sales: list[Any]) -> dict[int, bytes]:
+        """The recorded hashes of a page's sales (one query per page)."""
+        if not self.lookback:
+            return {}
+        ids = [sale_id for sale_id in map(records.sale_id_of, sales) if sale_id is not None]
+        return state.sale_hashes(self.conn, ids) if ids else {}
+
+    def unchanged(self, sale: Any, known: dict[int, bytes]) -> bool:
+        """Is this sale exactly as last read? If not, it is to be written and recorded."""
+        sale_id = records.sale_id_of(sale)
+        if not self.lookback or sale_id is None:
+            return False
+        try:
+            digest = hashlib.sha256(orjson.dumps(sale, option=orjson.OPT_SORT_KEYS)).digest()
+        except orjson.JSONEncodeError:  # cannot happen for what orjson parsed; written anyway
+            return False
+        if known.get(sale_id) == digest:
+            return True
+        self.pending[sale_id] = digest
+        return False
+
+    def save(self) -> None:
+        """In the caller's transaction, after the files are durable."""
+        if self.lookback:
+            state.put_sale_hashes(self.conn, self.pending, self.lookback)
+        self.pending = {}

@@ -1,10 +1,13 @@
 """Customers and products: a full snapshot each run, paged by offset.
 
-A snapshot whose content equals the last one written (an order-independent hash of its valid
-records) writes no file. The original API ignores `offset`: a page that repeats records
-already read ends the snapshot with a warning instead of looping. A source that pages on and on
-with new keys is stopped at a cap (twice its own total_items plus a page, and
-RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot writes nothing.
+A snapshot read to its normal end (an empty or short page, or offset >= total_items) with
+nothing rejected is complete (meta.snapshot_files): load marks the keys it lacks deleted. One
+that stopped on a repeated page is not. A snapshot whose content equals the last one written
+(an order-independent hash of its valid records) writes no file. The original API ignores
+`offset`: a page that repeats records already read ends the snapshot with a warning instead
+of looping. A source that pages on and on with new keys is stopped at a cap (twice its own
+total_items plus a page, and RETAIL_MAX_SNAPSHOT_RECORDS): the entity fails and its snapshot
+writes nothing.
 """
 
 from __future__ import annotations
@@ -49,9 +52,17 @@ def record_hash(item: dict[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).digest())
 
 
-def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Connection,
-                  bronze_dir: Path, *, limit: int, max_records: int, progress: Progress,
-                  warn: Warn) -> EntityResult:
+def read_snapshot(
+    entity: SnapshotEntity,
+    source: SourceClient,
+    conn: psycopg.Connection,
+    bronze_dir: Path,
+    *,
+    limit: int,
+    max_records: int,
+    progress: Progress,
+    warn: Warn,
+) -> EntityResult:
     """Read every page of `entity` into one bronze file, unless nothing changed.
 
     A source answer that breaks the contract fails this entity alone (`result.error`), with
@@ -65,10 +76,12 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
     content = 0  # an order-independent hash: the sum of the records' hashes
     offset = 0
     cap = max_records
+    complete = False  # paging ended normally: every key of the entity is in the file
     try:
         while True:
             page = source.page(f"/{entity.name}", {"limit": limit, "offset": offset})
             if not page.items:
+                complete = True
                 break
             if offset == 0 and page.total_items is not None:
                 cap = min(max_records, 2 * page.total_items + limit)
@@ -76,13 +89,19 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                 raise ContractViolation(
                     f"/{entity.name}: more than {cap} records (at most twice total_items plus a "
                     "page, and RETAIL_MAX_SNAPSHOT_RECORDS); the source pages on and on, no "
-                    "snapshot written")
+                    "snapshot written"
+                )
             page_hash = hashlib.sha256(orjson.dumps(page.items)).digest()
-            keys = [item[entity.key] for item in page.items
-                    if isinstance(item, dict) and isinstance(item.get(entity.key), str)]
+            keys = [
+                item[entity.key]
+                for item in page.items
+                if isinstance(item, dict) and isinstance(item.get(entity.key), str)
+            ]
             if page_hash in page_hashes or (keys and all(k in seen for k in keys)):
-                message = (f"/{entity.name}: the page at offset {offset} repeats records already "
-                           "read (the API ignores offset?); stopping there")
+                message = (
+                    f"/{entity.name}: the page at offset {offset} repeats records already "
+                    "read (the API ignores offset?); stopping there"
+                )
                 result.warnings.append(message)
                 warn(message)
                 break
@@ -100,12 +119,15 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
                 seen.add(item[entity.key])
                 content += record_hash(item)
                 batch.file(entity.name).write(
-                    {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp})
+                    {**records.keep_aside(item, records.STAMP_FIELDS), **batch.stamp}
+                )
                 result.records += 1
             progress(entity.name, result.records, result.pages, page.total_items)
             offset += len(page.items)
             if len(page.items) < source.effective_limit(limit) or (
-                    page.total_items is not None and offset >= page.total_items):
+                page.total_items is not None and offset >= page.total_items
+            ):
+                complete = True
                 break
         content_hash = f"{result.records}:{content % 2**256:064x}"
         if result.records and content_hash == state.snapshot_hash(conn, entity.name):
@@ -114,8 +136,12 @@ def read_snapshot(entity: SnapshotEntity, source: SourceClient, conn: psycopg.Co
         result.files = batch.commit()
         with conn.transaction():
             if result.files:
-                state.put_snapshot_hash(conn, entity.name, content_hash, result.records,
-                                        result.files[0])
+                state.put_snapshot_hash(conn, entity.name, content_hash, result.records, result.files[0])
+                # a rejected record is absent from the file, yet not gone from the source
+                relative = str(Path(result.files[0]).relative_to(bronze_dir))  # as load keys it
+                state.put_snapshot_file(
+                    conn, relative, entity.name, complete and not result.rejected, result.records
+                )
             log_result(conn, result)
     except ContractViolation as exc:
         batch.abort()

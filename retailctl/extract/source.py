@@ -39,10 +39,13 @@ def make_client(api_url: str, api_key: str, timeout_s: float) -> httpx.Client:
 
     Each request has `timeout_s` in all (connect, send, every read), not per read.
     """
-    return httpx.Client(base_url=api_url,
-                        headers={"Authorization": api_key, "Accept-Encoding": ACCEPT_ENCODING},
-                        timeout=httpx.Timeout(timeout_s), follow_redirects=False,
-                        transport=DeadlineTransport(timeout_s))
+    return httpx.Client(
+        base_url=api_url,
+        headers={"Authorization": api_key, "Accept-Encoding": ACCEPT_ENCODING},
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,
+        transport=DeadlineTransport(timeout_s),
+    )
 
 
 class SourceClient:
@@ -52,10 +55,15 @@ class SourceClient:
     `max_response_bytes`: a compressed bomb costs that much memory, not what it expands to.
     """
 
-    def __init__(self, client: httpx.Client, *, attempts: int = 6,
-                 max_response_bytes: int = 64 * MIB,
-                 sleep: Callable[[float], None] = time.sleep,
-                 warn: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        attempts: int = 6,
+        max_response_bytes: int = 64 * MIB,
+        sleep: Callable[[float], None] = time.sleep,
+        warn: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.client = client
         self.attempts = attempts
         self.max_response_bytes = max_response_bytes
@@ -86,11 +94,14 @@ class SourceClient:
                 last_problem, bad_body = str(exc), True
             else:
                 if status in (401, 403):
-                    raise CredentialsRejected(f"API key rejected: GET {path} answered HTTP {status}; "
-                                              "check RETAIL_API_KEY")
+                    raise CredentialsRejected(
+                        f"API key rejected: GET {path} answered HTTP {status}; check RETAIL_API_KEY"
+                    )
                 if status == 422 and params.get("limit", 0) > ORIGINAL_MAX_LIMIT:
-                    self.warn(f"GET {path} refused limit={params['limit']}; "
-                              f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}")
+                    self.warn(
+                        f"GET {path} refused limit={params['limit']}; "
+                        f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}"
+                    )
                     self._limit_cap = ORIGINAL_MAX_LIMIT
                     return self.page(path, params)
                 if status == 200:
@@ -109,23 +120,25 @@ class SourceClient:
                 self.sleep(delay)
         if bad_body:
             raise ContractViolation(f"{last_problem} (tried {self.attempts} times)")
-        raise SourceUnavailable(f"GET {self.base_url}{path} failed after {self.attempts} attempts "
-                                f"(last: {last_problem})")
+        raise SourceUnavailable(
+            f"GET {self.base_url}{path} failed after {self.attempts} attempts (last: {last_problem})"
+        )
 
     def effective_limit(self, wanted: int) -> int:
         """The page size to ask for: `wanted`, or less once the API refused it."""
         return min(wanted, self._limit_cap) if self._limit_cap else wanted
 
-    def _get(self, path: str, params: Mapping[str, int]
-             ) -> tuple[int, httpx.Headers, bytearray, httpx.URL]:
+    def _get(self, path: str, params: Mapping[str, int]) -> tuple[int, httpx.Headers, bytearray, httpx.URL]:
         """One GET: status, headers, the decoded body (read up to the size limit), the URL."""
         with self.client.stream("GET", path, params=params) as response:
             try:
                 body = read_body(response, self.max_response_bytes)
             except BodyTooLarge:
-                raise BadBody(f"GET {path} answered a body larger than "
-                              f"{self.max_response_bytes // MIB} MB decoded "
-                              "(RETAIL_MAX_RESPONSE_MB)") from None
+                raise BadBody(
+                    f"GET {path} answered a body larger than "
+                    f"{self.max_response_bytes // MIB} MB decoded "
+                    "(RETAIL_MAX_RESPONSE_MB)"
+                ) from None
             except UnreadableBody as exc:
                 raise BadBody(f"GET {path} answered {exc}") from None
             url = response.request.url.copy_with(username=None, password=None)
@@ -147,8 +160,10 @@ def parse_page(path: str, body: bytes | bytearray) -> Page:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadBody(f"GET {path} answered 200 with a body that is not JSON (line {exc.lineno} "
-                      f"column {exc.colno}: {exc.msg}): {_excerpt(body)}") from None
+        raise BadBody(
+            f"GET {path} answered 200 with a body that is not JSON (line {exc.lineno} "
+            f"column {exc.colno}: {exc.msg}): {_excerpt(body)}"
+        ) from None
     if not isinstance(document, dict) or "items" not in document:
         raise ContractViolation(f"GET {path} answered 200 without an `items` field: {_excerpt(body)}")
     items = document["items"]
@@ -164,7 +179,7 @@ def _describe(exc: httpx.TransportError) -> str:
 
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter."""
-    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt))
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
 def _retry_after(value: str | None) -> float | None:

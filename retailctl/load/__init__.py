@@ -27,8 +27,9 @@ __all__ = ["LoadResult", "Progress", "TableResult", "load"]
 Progress = Callable[[str, int, int, int], None]  # table, rows so far, files so far, files in all
 
 
-def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
-         progress: Progress | None = None) -> LoadResult:
+def load(
+    database: Database, bronze_dir: Path, *, dry_run: bool = False, progress: Progress | None = None
+) -> LoadResult:
     """Load every pending bronze file; a file that cannot load fails alone (listed in
     `errors`), a line that cannot load is quarantined alone (`quarantined`)."""
     started = time.monotonic()
@@ -49,8 +50,9 @@ def load(database: Database, bronze_dir: Path, *, dry_run: bool = False,
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:
-                progress(table_result.table, table_result.rows, table_result.files,
-                         to_load[table_result.table])
+                progress(
+                    table_result.table, table_result.rows, table_result.files, to_load[table_result.table]
+                )
         for table in TABLES:  # fresh statistics: Gold's incremental plans depend on them
             changed = result.tables[table.name]
             if changed.inserted or changed.updated:

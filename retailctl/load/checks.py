@@ -41,9 +41,7 @@ def record_problem(file: BronzeFile, record: Any) -> str | None:
         problem = check(value)
         if problem:
             return f"{name} {problem}"
-    for name, expected in (("_ingestion_ts", file.name.ingestion_ts),
-                           ("_batch_id", file.name.batch_id)):
+    for name, expected in (("_ingestion_ts", file.name.ingestion_ts), ("_batch_id", file.name.batch_id)):
         if record.get(name) != expected:
-            return (f"{name} {record.get(name)!r} is not its file's ({expected}, from the file "
-                    "name)")
+            return f"{name} {record.get(name)!r} is not its file's ({expected}, from the file name)"
     return None

@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from retailctl.errors import BronzeFileError
+from retailctl.load import changes
 from retailctl.load.files import BronzeFile, record_loaded
 from retailctl.load.lines import End, Item, Rows, read_checked, read_file
 from retailctl.load.quarantine import Quarantine
@@ -19,8 +20,7 @@ from retailctl.load.tables import PLAN_FOR_SMALL_STAGE, SilverTable
 
 MAX_REFUSED = 100  # lines PostgreSQL may refuse in one file after the checks let them through
 # What a line of data can make PostgreSQL refuse (anything else is a bug or an outage: raised).
-_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-                psycopg.errors.ProgramLimitExceeded)
+_DATA_ERRORS = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.ProgramLimitExceeded)
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Counts:
     updated: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    deleted: int = 0  # sale lines removed, or snapshot keys marked deleted
 
 
 class _Unclean(Exception):
@@ -44,8 +45,9 @@ class _Unclean(Exception):
         self.line = line
 
 
-def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
-              items: Iterator[Item], result: TableResult) -> None:
+def load_file(
+    conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile, items: Iterator[Item], result: TableResult
+) -> None:
     """Load `file` (its parsed `items`) in one transaction; a crash at any instant rolls it
     back whole, and the next load takes it again.
 
@@ -67,8 +69,13 @@ def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
                 counts = _load_fast(conn, file, first, items)
             except _Unclean:
                 counts = _load_checked(conn, file, quarantine)
-            record_loaded(conn, file, counts.sha256, counts.lines - counts.quarantined,
-                          counts.quarantined)
+            if (
+                not counts.quarantined
+                and file.table.snapshot
+                and changes.snapshot_complete(conn, file.relative)
+            ):
+                counts.deleted = changes.mark_absent_deleted(conn, file.table)
+            record_loaded(conn, file, counts.sha256, counts.lines - counts.quarantined, counts.quarantined)
             quarantine.commit()  # durable before the load of the other lines commits
     except BaseException:
         quarantine.abort()
@@ -78,18 +85,20 @@ def load_file(conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile,
     result.inserted += counts.inserted
     result.updated += counts.updated
     result.quarantined += counts.quarantined
-    result.unchanged += (counts.lines - counts.quarantined - counts.duplicates - counts.inserted
-                         - counts.updated)
+    result.unchanged += (
+        counts.lines - counts.quarantined - counts.duplicates - counts.inserted - counts.updated
+    )
     result.duplicates += counts.duplicates
+    result.deleted += counts.deleted
     if counts.quarantined:
         result.problems.append(
             f"{file.relative}: {counts.quarantined} line(s) quarantined to {quarantine.path.name} "
             f"under _rejected/load ({quarantine.first}); the other "
-            f"{counts.lines - counts.quarantined} loaded")
+            f"{counts.lines - counts.quarantined} loaded"
+        )
 
 
-def _load_fast(conn: psycopg.Connection, file: BronzeFile, first: Item,
-               items: Iterator[Item]) -> Counts:
+def _load_fast(conn: psycopg.Connection, file: BronzeFile, first: Item, items: Iterator[Item]) -> Counts:
     """Steps 1 and 2, in a savepoint: an unclean file rolls back to it."""
     with conn.transaction():
         counts = None
@@ -98,7 +107,7 @@ def _load_fast(conn: psycopg.Connection, file: BronzeFile, first: Item,
             if counts is None:  # a key exists: the read-ahead has moved on, read the file again
                 items = read_file(file)
         if counts is None:
-            counts = _upsert(conn, file, items)
+            counts = _upsert(conn, file, items, whole_sales=True)
         return counts
 
 
@@ -138,24 +147,36 @@ def _append(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item]) -
     return Counts(end.sha256, end.lines, inserted=end.lines)
 
 
-def _upsert(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item]) -> Counts:
+def _upsert(
+    conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item], *, whole_sales: bool = False
+) -> Counts:
     """COPY into a staging table, update what differs (never with an older _ingestion_ts),
-    insert the new keys; within the file the last line of a key wins."""
+    insert the new keys; within the file the last line of a key wins.
+
+    A header that moves logs its old customer-day first. With `whole_sales` (every line of the
+    file staged: nothing quarantined), the lines of its sales it does not hold are removed.
+    """
     table = file.table
     conn.execute(table.create_stage_sql)
     end = _copy(conn, table.copy_sql, file, items)
     try:
         duplicates = conn.execute(table.count_duplicates_sql).fetchone()[0]  # type: ignore[index]
         conn.execute(PLAN_FOR_SMALL_STAGE)
+        if table.name == "sales_customer":
+            changes.log_moved_headers(conn, table.source(duplicates > 0))
+        deleted = (
+            changes.remove_absent_lines(conn, table) if whole_sales and table.name == "sales_product" else 0
+        )
         updated = conn.execute(table.update_sql(duplicates > 0)).rowcount
         inserted = conn.execute(table.insert_sql(duplicates > 0)).rowcount
     except _DATA_ERRORS as exc:
         raise _Unclean(exc.diag.message_primary or str(exc)) from None
-    return Counts(end.sha256, end.lines, inserted, updated, duplicates)
+    return Counts(end.sha256, end.lines, inserted, updated, duplicates, deleted=deleted)
 
 
-def _copy(conn: psycopg.Connection, statement: sql.Composable, file: BronzeFile,
-          items: Iterator[Item]) -> End:
+def _copy(
+    conn: psycopg.Connection, statement: sql.Composable, file: BronzeFile, items: Iterator[Item]
+) -> End:
     """COPY the file's rows with `statement`; returns its End. _Unclean for a row COPY
     refuses, with its line in the file."""
     end = None
@@ -206,5 +227,5 @@ def _copy_error_row(exc: psycopg.Error) -> int | None:
     marker = context.find(", line ")
     if marker < 0:
         return None
-    number = context[marker + 7:].split(",", 1)[0].split(":", 1)[0]
+    number = context[marker + 7 :].split(",", 1)[0].split(":", 1)[0]
     return int(number) if number.isdigit() else None

@@ -62,11 +62,14 @@ def find_files(bronze_dir: Path) -> tuple[list[BronzeFile], list[str]]:
                 continue
             name = parse_file_name(path.name)
             if name is None or path.parent.name != name.partition:
-                problems.append(f"{relative}: not a bronze file name extract writes "
-                                "(<dt=day>/<UTC timestamp>_<batch id>.ndjson); not loaded")
+                problems.append(
+                    f"{relative}: not a bronze file name extract writes "
+                    "(<dt=day>/<UTC timestamp>_<batch id>.ndjson); not loaded"
+                )
                 continue
-            found.append((path.name, order, BronzeFile(path, relative, table, name, info.st_size,
-                                                       info.st_mtime_ns)))
+            found.append(
+                (path.name, order, BronzeFile(path, relative, table, name, info.st_size, info.st_mtime_ns))
+            )
     return [file for _, _, file in sorted(found, key=lambda item: item[:2])], problems
 
 
@@ -110,14 +113,28 @@ def pending_files(conn: psycopg.Connection, files: list[BronzeFile]) -> tuple[li
         if (size, mtime_ns) == (file.size, file.mtime_ns):
             continue  # untouched since it was loaded
         if sha256_of(file) != sha256:
-            errors.append(f"{file.relative}: changed after it was loaded (sha256 differs); "
-                          "bronze is append-only: restore the file or move it aside")
+            errors.append(
+                f"{file.relative}: changed after it was loaded (sha256 differs); "
+                "bronze is append-only: restore the file or move it aside"
+            )
     return pending, errors
 
 
-def record_loaded(conn: psycopg.Connection, file: BronzeFile, sha256: str, rows: int,
-                  quarantined: int) -> None:
+def record_loaded(
+    conn: psycopg.Connection, file: BronzeFile, sha256: str, rows: int, quarantined: int
+) -> None:
     """The file's manifest row (rows loaded, lines quarantined); in the transaction that
     loaded it. A file with quarantined lines is loaded: the next load does not take it again."""
-    conn.execute(RECORD_FILE, (file.relative, file.table.dataset, sha256, rows, file.name.batch_id,
-                               file.size, file.mtime_ns, quarantined))
+    conn.execute(
+        RECORD_FILE,
+        (
+            file.relative,
+            file.table.dataset,
+            sha256,
+            rows,
+            file.name.batch_id,
+            file.size,
+            file.mtime_ns,
+            quarantined,
+        ),
+    )

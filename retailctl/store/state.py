@@ -34,6 +34,24 @@ on conflict (entity) do update
 set content_hash = excluded.content_hash, records = excluded.records, path = excluded.path,
     updated_at = excluded.updated_at
 """
+SALE_HASHES_QUERY = "select sale_id, sha256 from meta.sale_hashes where sale_id = any(%s)"
+PUT_SALE_HASHES = """
+insert into meta.sale_hashes (sale_id, sha256)
+select * from unnest(%s::bigint[], %s::bytea[])
+on conflict (sale_id) do update set sha256 = excluded.sha256
+"""
+# Below the lookback window of the cursor as it now stands: never re-read by an hourly run.
+PRUNE_SALE_HASHES = """
+delete from meta.sale_hashes
+where sale_id < coalesce((select last_sales_id from meta.ingestion_state where source_name = %s), 1)
+                - %s
+"""
+FORGET_SALE_HASHES = "delete from meta.sale_hashes where sale_id >= %s"
+PUT_SNAPSHOT_FILE = """
+insert into meta.snapshot_files (path, entity, complete, records) values (%s, %s, %s, %s)
+on conflict (path) do update
+set entity = excluded.entity, complete = excluded.complete, records = excluded.records
+"""
 LOG_EXTRACT = """
 insert into meta.extract_log (entity, records, rejected, inconsistent, files, note)
 values (%s, %s, %s, %s, %s, %s)
@@ -61,8 +79,10 @@ def advance_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
 
 
 def set_cursor(conn: psycopg.Connection, next_id: int, note: str) -> None:
-    """Put the cursor anywhere (`state set`, `state reset`)."""
+    """Put the cursor anywhere (`state set`, `state reset`). The content hashes from there on
+    are forgotten: a cursor set back means "read these again", so they are written again."""
     conn.execute(SET_CURSOR, {"source": SALES_SOURCE, "next_id": next_id, "note": note})
+    conn.execute(FORGET_SALE_HASHES, (next_id,))
 
 
 def clear_snapshot_hashes(conn: psycopg.Connection) -> None:
@@ -74,11 +94,38 @@ def snapshot_hash(conn: psycopg.Connection, entity: str) -> str | None:
     return row[0] if row else None
 
 
-def put_snapshot_hash(conn: psycopg.Connection, entity: str, content_hash: str, records: int,
-                      path: str) -> None:
+def put_snapshot_hash(
+    conn: psycopg.Connection, entity: str, content_hash: str, records: int, path: str
+) -> None:
     conn.execute(PUT_SNAPSHOT_HASH, (entity, content_hash, records, path))
 
 
-def log_extract(conn: psycopg.Connection, entity: str, records: int, rejected: int,
-                inconsistent: int, files: int, note: str) -> None:
+def sale_hashes(conn: psycopg.Connection, sale_ids: list[int]) -> dict[int, bytes]:
+    """The recorded content hashes of these sales (those read within the lookback window)."""
+    return {row[0]: bytes(row[1]) for row in conn.execute(SALE_HASHES_QUERY, (sale_ids,))}
+
+
+def put_sale_hashes(conn: psycopg.Connection, hashes: dict[int, bytes], lookback: int) -> None:
+    """Record the hashes of the sales just made durable, and forget those below the window
+    of the cursor (move the cursor first); the caller commits."""
+    if hashes:
+        conn.execute(PUT_SALE_HASHES, (list(hashes), list(hashes.values())))
+    conn.execute(PRUNE_SALE_HASHES, (SALES_SOURCE, lookback))
+
+
+def put_snapshot_file(conn: psycopg.Connection, path: str, entity: str, complete: bool, records: int) -> None:
+    """Whether the snapshot file at `path` (below the bronze dir) holds every key of its
+    entity; `load` marks the keys a complete one lacks deleted."""
+    conn.execute(PUT_SNAPSHOT_FILE, (path, entity, complete, records))
+
+
+def log_extract(
+    conn: psycopg.Connection,
+    entity: str,
+    records: int,
+    rejected: int,
+    inconsistent: int,
+    files: int,
+    note: str,
+) -> None:
     conn.execute(LOG_EXTRACT, (entity, records, rejected, inconsistent, files, note))

@@ -33,15 +33,27 @@ from retailctl.load import load as load_files
 from retailctl.store.db import open_database
 
 API_KEY = "TEST_KEY_9f8e7d6c"
-VERSIONS = ["001_meta", "002_silver", "003_changes", "005_quarantined_lines"]  # the files of schema/
+VERSIONS = [
+    "001_meta",
+    "002_silver",
+    "003_changes",
+    "004_changes_meta",
+    "005_quarantined_lines",
+]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
 
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, *,
-               alive: subprocess.Popen[Any] | None = None, interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    alive: subprocess.Popen[Any] | None = None,
+    interval: float = 0.01,
+) -> T:
     """Poll `predicate` until it returns something truthy and return that: tests wait for a
     state, never for a guessed time. Fails naming `what` after `timeout` seconds, or at once
     when the process `alive` ends first (it cannot reach the state any more)."""
@@ -84,8 +96,9 @@ def fresh_database(admin_url: str) -> Iterator[str]:
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real `retailctl` in a child process, output captured (so not a terminal).
 
     `env` replaces the environment, but PYTHONPATH is kept: a checkout tested over another
@@ -93,8 +106,9 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None
     """
     if env is not None:
         env = {**python_path(), **env}
-    return subprocess.run([*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*RETAILCTL, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def python_path() -> dict[str, str]:
@@ -106,8 +120,10 @@ def cli_resource_dir(name: str, env: dict[str, str] | None = None) -> Path:
     """The `schema` or `dbt` directory the CLI uses when run with `env`: the installed one, which
     need not be this checkout's (a wheel install, a worktree beside an editable install)."""
     code = f"from retailctl.resources import resource_dir; print(resource_dir({name!r}))"
-    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                           check=True, timeout=60)
+    env = {**python_path(), **env} if env is not None else None  # as run_cli passes it
+    found = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
     return Path(found.stdout.strip())
 
 
@@ -134,8 +150,13 @@ def postgres_processes_for(fragment: str) -> list[int]:
 
 
 def settings_for(data_dir: Path, db_url: str, api_url: str, **env: str) -> Settings:
-    environ = {"RETAIL_DATA_DIR": str(data_dir), "RETAIL_DATABASE_URL": db_url,
-               "RETAIL_API_URL": api_url, "RETAIL_API_KEY": API_KEY, **env}
+    environ = {
+        "RETAIL_DATA_DIR": str(data_dir),
+        "RETAIL_DATABASE_URL": db_url,
+        "RETAIL_API_URL": api_url,
+        "RETAIL_API_KEY": API_KEY,
+        **env,
+    }
     return load_settings(environ=environ, env_file=data_dir / "no.env")
 
 
@@ -159,8 +180,9 @@ def source_sales(config: DataConfig) -> dict[int, dict[str, Any]]:
 
 def cursor_of(db_url: str) -> int | None:
     with psycopg.connect(db_url) as conn:
-        row = conn.execute("select last_sales_id from meta.ingestion_state "
-                           "where source_name = 'sales'").fetchone()
+        row = conn.execute(
+            "select last_sales_id from meta.ingestion_state where source_name = 'sales'"
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -192,14 +214,21 @@ def checksums(db_url: str, with_loaded_at: bool = False) -> dict[str, tuple[int,
 
 
 def load(data_dir: Path, db_url: str, **kwargs: Any) -> LoadResult:
-    settings = load_settings(environ={"RETAIL_DATABASE_URL": db_url, "RETAIL_API_URL": "http://x",
-                                      "RETAIL_DATA_DIR": str(data_dir)}, env_file=data_dir / "none")
+    settings = load_settings(
+        environ={
+            "RETAIL_DATABASE_URL": db_url,
+            "RETAIL_API_URL": "http://x",
+            "RETAIL_DATA_DIR": str(data_dir),
+        },
+        env_file=data_dir / "none",
+    )
     with open_database(settings) as database:
         return load_files(database, settings.bronze_dir, **kwargs)
 
 
-def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
-                 moment: datetime | None = None) -> Path:
+def write_bronze(
+    data_dir: Path, entity: str, rows: list[dict[str, Any]], moment: datetime | None = None
+) -> Path:
     moment = moment or datetime.now(UTC)
     batch = str(uuid.uuid4())
     stamp = {"_ingestion_ts": moment.isoformat(), "_batch_id": batch}
@@ -207,8 +236,6 @@ def write_bronze(data_dir: Path, entity: str, rows: list[dict[str, Any]],
     for row in rows:
         ndjson.write({**row, **stamp})
     return ndjson.commit()
-
-
 
 
 PEAK_RSS = Path(__file__).with_name("peak_rss.py")
@@ -231,9 +258,14 @@ def run_measured(args: list[str], env: dict[str, str], timeout: float = 300) -> 
     with tempfile.TemporaryDirectory() as scratch:
         peak_file = Path(scratch) / "peak"
         started = time.monotonic()
-        done = subprocess.run([sys.executable, str(PEAK_RSS), "retailctl", *args],
-                              env={**python_path(), **env, "PEAK_RSS_FILE": str(peak_file)},
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            [sys.executable, str(PEAK_RSS), "retailctl", *args],
+            env={**python_path(), **env, "PEAK_RSS_FILE": str(peak_file)},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         seconds = time.monotonic() - started
         peak_kb = int(peak_file.read_text())
     return Measured(done.returncode, done.stdout, done.stderr, seconds, peak_kb / 1024)

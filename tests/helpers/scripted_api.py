@@ -60,8 +60,9 @@ class Gate:
         self._opened.set()
 
 
-def normal_page(data: RetailData, path: str, params: dict[str, int], *, max_limit: int = 1000,
-                honour_offset: bool = True) -> tuple[int, bytes]:
+def normal_page(
+    data: RetailData, path: str, params: dict[str, int], *, max_limit: int = 1000, honour_offset: bool = True
+) -> tuple[int, bytes]:
     limit = params.get("limit", 100)
     if not 1 <= limit <= max_limit:
         return 422, b'{"detail": "limit out of range"}'
@@ -82,8 +83,14 @@ def normal_page(data: RetailData, path: str, params: dict[str, int], *, max_limi
 
 
 class ScriptedApi:
-    def __init__(self, script: Script, data: DataConfig | None = None, *, max_limit: int = 1000,
-                 honour_offset: bool = True) -> None:
+    def __init__(
+        self,
+        script: Script,
+        data: DataConfig | None = None,
+        *,
+        max_limit: int = 1000,
+        honour_offset: bool = True,
+    ) -> None:
         self.data = RetailData(data or DataConfig())
         self.script = script
         self.counts: dict[str, int] = {}
@@ -113,8 +120,9 @@ class ScriptedApi:
                     time.sleep(reply.delay_s)
                 status, body = reply.status, reply.body
                 if body is None:
-                    status, body = normal_page(api.data, parts.path, params, max_limit=max_limit,
-                                               honour_offset=honour_offset)
+                    status, body = normal_page(
+                        api.data, parts.path, params, max_limit=max_limit, honour_offset=honour_offset
+                    )
                 try:
                     if reply.trickle_s:
                         self._trickle(status, body, reply)
@@ -131,14 +139,17 @@ class ScriptedApi:
 
             def _trickle(self, status: int, body: bytes, reply: Reply) -> None:
                 """A slowloris answer: every byte in time for any per-read timeout."""
-                head = [f"HTTP/1.1 {status} OK", "Content-Type: application/json",
-                        f"Content-Length: {len(body)}",
-                        *(f"{name}: {value}" for name, value in reply.headers.items())]
+                head = [
+                    f"HTTP/1.1 {status} OK",
+                    "Content-Type: application/json",
+                    f"Content-Length: {len(body)}",
+                    *(f"{name}: {value}" for name, value in reply.headers.items()),
+                ]
                 data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
                 for index in range(len(data)):
                     if api.stopping.is_set():
                         return
-                    self.wfile.write(data[index:index + 1])
+                    self.wfile.write(data[index : index + 1])
                     self.wfile.flush()
                     time.sleep(reply.trickle_s)
 
@@ -167,5 +178,5 @@ def fixed_page(items: list[Any], request: Request) -> Reply:
         page = [item for item in items if item["id"] >= start][:limit]
     else:
         offset = request.params.get("offset", 0)
-        page = items[offset:offset + limit]
+        page = items[offset : offset + limit]
     return Reply(body=json.dumps({"items": page, "total_items": len(items)}).encode())
