@@ -52,7 +52,8 @@ def _source_answers_404(env: dict[str, str], tools: CaseTools) -> tuple[int, str
     with ScriptedApi(not_found) as api:
         code, stderr = _run(["extract", "--entity", "products"], {**env, "RETAIL_API_URL": api.url})
     assert (
-        f'error: GET {api.url}/products?limit=250&offset=0 answered HTTP 404: \'{{"detail": "Not Found"}}\''
+        f"error: products: GET {api.url}/products?limit=250&offset=0 answered HTTP 404: "
+        f'\'{{"detail": "Not Found"}}\''
     ) in stderr.splitlines()
     return code, stderr
 
