@@ -59,16 +59,16 @@ def test_a_valid_customer_is_accepted(record: dict[str, Any]) -> None:
     [
         (["C000001"], "not a JSON object"),
         (None, "not a JSON object"),
-        (changed(CUSTOMER, customer_id=MISSING), "customer_id missing or not a non-empty string"),
-        (changed(CUSTOMER, customer_id=""), "customer_id missing or not a non-empty string"),
-        (changed(CUSTOMER, customer_id="   "), "customer_id missing or not a non-empty string"),
-        (changed(CUSTOMER, customer_id=1), "customer_id missing or not a non-empty string"),
-        (changed(CUSTOMER, customer_id=["C1"]), "customer_id missing or not a non-empty string"),
-        (changed(CUSTOMER, emails=MISSING), "emails missing or not a list of strings"),
-        (changed(CUSTOMER, emails="a@example.com"), "emails missing or not a list of strings"),
-        (changed(CUSTOMER, emails=["a@example.com", None]), "emails missing or not a list of strings"),
-        (changed(CUSTOMER, phone_numbers=MISSING), "phone_numbers missing or not a list of strings"),
-        (changed(CUSTOMER, phone_numbers=[5550100]), "phone_numbers missing or not a list of strings"),
+        (changed(CUSTOMER, customer_id=MISSING), "customer_id missing"),
+        (changed(CUSTOMER, customer_id=""), "customer_id empty"),
+        (changed(CUSTOMER, customer_id="   "), "customer_id empty"),
+        (changed(CUSTOMER, customer_id=1), "customer_id not a string"),
+        (changed(CUSTOMER, customer_id=["C1"]), "customer_id not a string"),
+        (changed(CUSTOMER, emails=MISSING), "emails missing"),
+        (changed(CUSTOMER, emails="a@example.com"), "emails not a list of strings"),
+        (changed(CUSTOMER, emails=["a@example.com", None]), "emails entry 2 not a string"),
+        (changed(CUSTOMER, phone_numbers=MISSING), "phone_numbers missing"),
+        (changed(CUSTOMER, phone_numbers=[5550100]), "phone_numbers entry 1 not a string"),
     ],
 )
 def test_an_invalid_customer_is_rejected_with_its_reason(record: Any, reason: str) -> None:
@@ -96,17 +96,17 @@ def test_a_valid_product_is_accepted(record: dict[str, Any]) -> None:
     ("record", "reason"),
     [
         ("SKU-00001", "not a JSON object"),
-        (changed(PRODUCT, product_sku=MISSING), "product_sku missing or not a non-empty string"),
-        (changed(PRODUCT, product_sku=""), "product_sku missing or not a non-empty string"),
-        (changed(PRODUCT, product_sku=42), "product_sku missing or not a non-empty string"),
-        (changed(PRODUCT, unit_amount=MISSING), "unit_amount missing or not a number"),
-        (changed(PRODUCT, unit_amount="19.99"), "unit_amount missing or not a number"),
-        (changed(PRODUCT, unit_amount=True), "unit_amount missing or not a number"),
-        (changed(PRODUCT, unit_amount=float("nan")), "unit_amount missing or not a number"),
-        (changed(PRODUCT, unit_amount=float("inf")), "unit_amount missing or not a number"),
-        (changed(PRODUCT, unit_amount=-0.01), "unit_amount is negative"),
-        (changed(PRODUCT, description=5), "description is not a string"),
-        (changed(PRODUCT, supplier=["Acme"]), "supplier is not a string"),
+        (changed(PRODUCT, product_sku=MISSING), "product_sku missing"),
+        (changed(PRODUCT, product_sku=""), "product_sku empty"),
+        (changed(PRODUCT, product_sku=42), "product_sku not a string"),
+        (changed(PRODUCT, unit_amount=MISSING), "unit_amount missing"),
+        (changed(PRODUCT, unit_amount="19.99"), "unit_amount not a number"),
+        (changed(PRODUCT, unit_amount=True), "unit_amount not a number"),
+        (changed(PRODUCT, unit_amount=float("nan")), "unit_amount not a number"),
+        (changed(PRODUCT, unit_amount=float("inf")), "unit_amount not a number"),
+        (changed(PRODUCT, unit_amount=-0.01), "unit_amount negative"),
+        (changed(PRODUCT, description=5), "description not a string"),
+        (changed(PRODUCT, supplier=["Acme"]), "supplier not a string"),
     ],
 )
 def test_an_invalid_product_is_rejected_with_its_reason(record: Any, reason: str) -> None:
@@ -141,17 +141,26 @@ def test_a_valid_sale_is_accepted(sale: dict[str, Any]) -> None:
         (changed(SALE, id="7"), "id missing or not a positive integer"),
         (changed(SALE, id=7.0), "id missing or not a positive integer"),
         (changed(SALE, id=True), "id missing or not a positive integer"),
-        (changed(SALE, datetime=MISSING), "datetime missing or not ISO-8601 with a UTC offset"),
-        (changed(SALE, datetime="2026-03-01T10:15:00"), "datetime missing or not ISO-8601 with a UTC offset"),
-        (changed(SALE, datetime="yesterday"), "datetime missing or not ISO-8601 with a UTC offset"),
-        (changed(SALE, datetime=1_772_345_700), "datetime missing or not ISO-8601 with a UTC offset"),
-        (changed(SALE, total_amount=MISSING), "total_amount missing, not a number or negative"),
-        (changed(SALE, total_amount="39.98"), "total_amount missing, not a number or negative"),
-        (changed(SALE, total_amount=-39.98), "total_amount missing, not a number or negative"),
-        (changed(SALE, total_amount=float("nan")), "total_amount missing, not a number or negative"),
-        (changed(SALE, total_amount=False), "total_amount missing, not a number or negative"),
-        (changed(SALE, customer_id=MISSING), "customer_id missing or not a non-empty string"),
-        (changed(SALE, customer_id=" "), "customer_id missing or not a non-empty string"),
+        (changed(SALE, datetime=MISSING), "datetime missing"),
+        (
+            changed(SALE, datetime="2026-03-01T10:15:00"),
+            "datetime not an RFC 3339 date-time with an offset (YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM or Z)",
+        ),
+        (
+            changed(SALE, datetime="yesterday"),
+            "datetime not an RFC 3339 date-time with an offset (YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM or Z)",
+        ),
+        (
+            changed(SALE, datetime=1_772_345_700),
+            "datetime not an RFC 3339 date-time with an offset (YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM or Z)",
+        ),
+        (changed(SALE, total_amount=MISSING), "total_amount missing"),
+        (changed(SALE, total_amount="39.98"), "total_amount not a number"),
+        (changed(SALE, total_amount=-39.98), "total_amount negative"),
+        (changed(SALE, total_amount=float("nan")), "total_amount not a number"),
+        (changed(SALE, total_amount=False), "total_amount not a number"),
+        (changed(SALE, customer_id=MISSING), "customer_id missing"),
+        (changed(SALE, customer_id=" "), "customer_id empty"),
         (changed(SALE, items=MISSING), "items missing or empty: a sale has at least one line"),
         (changed(SALE, items=[]), "items missing or empty: a sale has at least one line"),
         (changed(SALE, items=LINE), "items missing or empty: a sale has at least one line"),
@@ -165,17 +174,17 @@ def test_an_invalid_sale_is_rejected_with_its_reason(sale: Any, reason: str) -> 
     ("line", "reason"),
     [
         ("SKU-00001", "not a JSON object"),
-        (changed(LINE, product_sku=MISSING), "product_sku missing or not a non-empty string"),
-        (changed(LINE, product_sku=""), "product_sku missing or not a non-empty string"),
+        (changed(LINE, product_sku=MISSING), "product_sku missing"),
+        (changed(LINE, product_sku=""), "product_sku empty"),
         (changed(LINE, quantity=MISSING), "quantity missing or not an integer of at least 1"),
         (changed(LINE, quantity=0), "quantity missing or not an integer of at least 1"),
         (changed(LINE, quantity=1.5), "quantity missing or not an integer of at least 1"),
         (changed(LINE, quantity="2"), "quantity missing or not an integer of at least 1"),
         (changed(LINE, quantity=True), "quantity missing or not an integer of at least 1"),
-        (changed(LINE, amount=MISSING), "amount missing, not a number or negative"),
-        (changed(LINE, amount="39.98"), "amount missing, not a number or negative"),
-        (changed(LINE, amount=-1), "amount missing, not a number or negative"),
-        (changed(LINE, amount=float("inf")), "amount missing, not a number or negative"),
+        (changed(LINE, amount=MISSING), "amount missing"),
+        (changed(LINE, amount="39.98"), "amount not a number"),
+        (changed(LINE, amount=-1), "amount negative"),
+        (changed(LINE, amount=float("inf")), "amount not a number"),
     ],
 )
 def test_an_invalid_line_rejects_the_whole_sale_naming_the_line(line: Any, reason: str) -> None:
@@ -189,7 +198,7 @@ def test_the_first_invalid_field_is_the_reason_given() -> None:
     line = changed(LINE, product_sku="", quantity=0, amount=-1)
     assert (
         sale_reject_reason(changed(SALE, items=[line, "x"]))
-        == "line 1: product_sku missing or not a non-empty string"
+        == "line 1: quantity missing or not an integer of at least 1"
     )
 
 
@@ -271,8 +280,8 @@ def test_is_inconsistent_compares_the_total_with_the_lines_to_the_cent(
     ("sale", "sale_id"),
     [
         (SALE, 7),
-        (changed(SALE, id=0), 0),  # an integer, valid or not
-        (changed(SALE, id=-3), -3),
+        (changed(SALE, id=0), None),  # not a valid id: rejected by sale_reject_reason
+        (changed(SALE, id=-3), None),
         (changed(SALE, id=MISSING), None),
         (changed(SALE, id="7"), None),
         (changed(SALE, id=7.0), None),
