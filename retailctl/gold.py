@@ -218,7 +218,7 @@ def invoke(
         paths.write_profile()
         # retailctl renders results itself; dbt's own log goes to its file under the data dir
         outcome = dbtRunner(callbacks=callbacks).invoke(
-            [*args, *paths.flags(), "--log-level", "none", "--no-use-colors"]
+            [*args, *paths.flags(), "--log-level", "none", "--log-level-file", "debug", "--no-use-colors"]
         )
     result = DbtResult(command=" ".join(args), success=outcome.success, seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
