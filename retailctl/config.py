@@ -214,6 +214,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "trigger", "RETAIL_TRIGGER", "cli", _trigger, "Who started the run, recorded in meta.pipeline_runs."
     ),
     SettingSpec(
+        "host",
+        "RETAIL_HOST",
+        None,
+        _text,
+        "The machine's name recorded with each run in meta.pipeline_runs (unset = its host name).",
+    ),
+    SettingSpec(
         "log_format",
         "RETAIL_LOG_FORMAT",
         "text",
@@ -259,6 +266,7 @@ class Settings:
     sales_lookback: int
     max_snapshot_records: int
     trigger: str
+    host: str | None = None
     log_format: str = "text"
     metrics_file: Path | None = None
     healthcheck_url: str | None = None

@@ -17,7 +17,7 @@ from retailctl.store.migrations import migration_files, pending
 
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer", "customers_snapshot")
 RECENT_RUNS = """
-select run_id, trigger, started_at, finished_at, status, error,
+select run_id, trigger, host, started_at, finished_at, status, error,
        extract(epoch from finished_at - started_at) as seconds
 from meta.pipeline_runs order by started_at desc limit %s
 """
@@ -68,7 +68,7 @@ def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[s
         return {"initialised": False, "database": problem}
     cursor = state.read_cursor(conn)
     rejected, inconsistent, rejected_24h = conn.execute(EXTRACT_TOTALS).fetchone()  # type: ignore[misc]
-    columns = ("run_id", "trigger", "started_at", "finished_at", "status", "error", "seconds")
+    columns = ("run_id", "trigger", "host", "started_at", "finished_at", "status", "error", "seconds")
     return {
         "initialised": True,
         "cursor": {

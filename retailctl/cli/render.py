@@ -83,11 +83,12 @@ def render_status(collected: dict[str, Any]) -> None:
     console.say(f"lock: {holder.describe() if holder else 'free'}")
     console.table(
         "recent runs",
-        ("started", "trigger", "status", "seconds", "error"),
+        ("started", "trigger", "host", "status", "seconds", "error"),
         [
             (
                 f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
                 r["trigger"],
+                r["host"] or "-",
                 r["status"],
                 f"{r['seconds']:.1f}" if r["seconds"] is not None else "-",
                 r["error"] or "",
