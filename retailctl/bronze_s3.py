@@ -131,7 +131,8 @@ class S3Store:
         return StorageFailed(f"the object store for {self.url} refused a request ({code}: {message})")
 
     def check(self) -> None:
-        self.call(self.client.head_bucket)
+        """One small listing: unlike a HEAD, its error answers carry their code."""
+        self.call(self.client.list_objects_v2, Prefix=self.prefix, MaxKeys=1)
 
     def writer(self, relative: str) -> S3Object:
         return S3Object(self, relative)

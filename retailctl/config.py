@@ -343,6 +343,8 @@ class Settings:
 
     def display_value(self, name: str) -> str:
         value = getattr(self, name)
+        if value is None and name == "bronze_url":
+            return f"(unset: {self.bronze_dir})"
         if value is None:
             return "(unset)"
         if name in ("database_url", "api_url"):
@@ -433,7 +435,7 @@ def load_settings(
         try:
             values[spec.name] = spec.parse(raw)
         except ValueError as exc:
-            shown = REDACTED if spec.secret else repr(raw)
+            shown = REDACTED if spec.secret else repr(redact_url(raw) if "@" in raw else raw)
             raise ConfigError(f"{spec.env}={shown} is invalid: {exc}") from None
         sources[spec.name] = source
     return Settings(**values, sources=sources, env_file=env_file)
