@@ -296,7 +296,7 @@ def _steps(
         partial.append(("extract", str(exc)))
 
     history.begin("load")
-    loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
+    loaded = load(database, settings.bronze_location, progress=observer.load_progress)
     failure = loaded.failure()
     history.record(
         StepRecord(

@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from retailctl.bronze_files import REJECTED, dataset_files
+from retailctl.bronze_files import REJECTED
+from retailctl.bronze_store import BronzeStore, open_bronze
 from retailctl.extract.records import ENTITIES
 from retailctl.load.tables import TABLES
 from retailctl.store import state
@@ -43,9 +44,14 @@ def _freshness(conn: psycopg.Connection, table: str) -> Any:
     return conn.execute(query).fetchone()[0]  # type: ignore[index]
 
 
-def bronze_files(bronze_dir: Path) -> dict[str, int]:
-    counts = {table.dataset: len(dataset_files(bronze_dir, table.dataset)) for table in TABLES}
-    counts[REJECTED] = sum(len(dataset_files(bronze_dir / REJECTED, entity)) for entity in ENTITIES)
+def bronze_files(bronze: str | Path | BronzeStore) -> dict[str, int]:
+    bronze = open_bronze(bronze)
+
+    def count(dataset: str) -> int:
+        return sum(1 for entry in bronze.list(dataset) if entry.problem is None)
+
+    counts = {table.dataset: count(table.dataset) for table in TABLES}
+    counts[REJECTED] = sum(count(f"{REJECTED}/{entity}") for entity in ENTITIES)
     return counts
 
 
@@ -62,7 +68,7 @@ def schema_problem(conn: psycopg.Connection) -> str | None:
     return None
 
 
-def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[str, Any]:
+def collect(conn: psycopg.Connection, bronze_dir: str | Path | BronzeStore, runs: int = 5) -> dict[str, Any]:
     problem = schema_problem(conn)
     if problem:
         return {"initialised": False, "database": problem}

@@ -491,8 +491,10 @@ def load_command(
             pipeline.single_step(settings, database, "load", observer_of(ctx, view)),
         ):
             with view:
-                result = load(database, settings.bronze_dir, dry_run=dry_run, progress=view.load_progress)
-            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_dir)
+                result = load(
+                    database, settings.bronze_location, dry_run=dry_run, progress=view.load_progress
+                )
+            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_location)
 
     run(ctx, work, as_json=as_json, step="load", monitored=True)
 
@@ -691,7 +693,7 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
             database_of(settings, run_migrations=False) as database,
             database.connect(autocommit=True) as conn,
         ):  # read-only: never migrates
-            collected = status.collect(conn, settings.bronze_dir)
+            collected = status.collect(conn, settings.bronze_location)
         if as_json:
             console.print_json(collected)
             return
@@ -846,7 +848,7 @@ def bronze_prune(
             pipeline_lock(database, "bronze prune"),
             database.connect(autocommit=True) as conn,
         ):
-            result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
+            result = prune.prune(conn, settings.bronze_location, older_than, dry_run=dry_run)
         if as_json:
             console.print_json(
                 {"dry_run": dry_run, "files": [str(f) for f in result.files], "bytes": result.bytes}

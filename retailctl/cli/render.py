@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from retailctl.verify import VerifyResult
 
 
-def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
+def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: str | Path) -> None:
     """The load summary; a file that did not load, or had lines quarantined, is an error line
     each, and exit 1."""
     if as_json and not result.failure():
