@@ -106,7 +106,8 @@ def airflow_settings() -> dict[str, str]:
     if raw:
         values = json.loads(raw) if isinstance(raw, str) else raw
         if not isinstance(values, dict) or not all(str(k).startswith("RETAIL_") for k in values):
-            raise AirflowFailException(f"variable {SETTINGS_VARIABLE} must be a JSON object of RETAIL_* names")
+            problem = "expected a JSON object of RETAIL_* names"
+            raise AirflowFailException(f"variable {SETTINGS_VARIABLE}: {problem}")
         env.update({str(k): str(v) for k, v in values.items()})
     if conn := _connection(DATABASE_CONNECTION):
         env["RETAIL_DATABASE_URL"] = database_url(conn)

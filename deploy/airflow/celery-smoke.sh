@@ -20,7 +20,7 @@
 #   SMOKE_BROKER    Celery broker (default redis://127.0.0.1:6379/13 when Redis answers, else
 #                   amqp://guest:guest@127.0.0.1:5672//)
 #   SMOKE_SALES     sales the mock serves (default 3000); SMOKE_TIMEOUT seconds a DAG run may
-#                   take (default 240)
+#                   take (default 600)
 # Every process it starts and every database it creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +35,7 @@ pg="${SMOKE_PG:-postgresql://postgres@127.0.0.1:5432}"
 airflow_db="airflow_$token"
 retail_db="retailctl_$token"
 sales="${SMOKE_SALES:-3000}"
-timeout="${SMOKE_TIMEOUT:-240}"
+timeout="${SMOKE_TIMEOUT:-600}"
 retailctl="${RETAILCTL_BIN:-$(command -v retailctl || true)}"
 [ -x "$retailctl" ] || { echo "error: no retailctl (set RETAILCTL_BIN)" >&2; exit 78; }
 groups=()  # process groups started here (each component runs in a session of its own)
