@@ -17,7 +17,8 @@
 #   AIRFLOW_VENV    a venv with apache-airflow[celery]>=3,<4, redis, psycopg and moto[server];
 #                   default: a fresh one in the scratch directory, installed from PyPI
 #   SMOKE_PG        server URL without database (default postgresql://postgres@127.0.0.1:5432)
-#   SMOKE_BROKER    Celery broker (default redis://127.0.0.1:6379/13 when Redis answers, else
+#   SMOKE_BROKER    Celery broker (default redis://127.0.0.1:6379/13, a database the smoke
+#                   empties of its keys on exit, when Redis answers; else
 #                   amqp://guest:guest@127.0.0.1:5672//)
 #   SMOKE_SALES     sales the mock serves (default 3000); SMOKE_TIMEOUT seconds a DAG run may
 #                   take (default 600)
@@ -78,8 +79,9 @@ cleanup() {
         case "${broker:-}" in redis://*) "$py" - "$broker" "$token" <<'PY' || true ;;
 import sys, redis
 client = redis.Redis.from_url(sys.argv[1])
-for key in client.scan_iter(f"*{sys.argv[2]}*"):
+for key in client.scan_iter(f"*{sys.argv[2]}*"):  # our queues and their bindings
     client.delete(key)
+client.delete("unacked", "unacked_index", "_kombu.binding_deadlines")  # kombu's, in our db 13
 PY
         esac
     fi
