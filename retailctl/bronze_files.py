@@ -84,6 +84,12 @@ def partition_dir(bronze_dir: Path, dataset: str, moment: datetime, rejected: bo
     return base / dataset / f"dt={moment:%Y-%m-%d}"
 
 
+def relative_path(dataset: str, moment: datetime, batch_id: str, rejected: bool = False) -> str:
+    """A file's name below the bronze root, `/`-separated: the manifest's key, an object's key."""
+    base = f"{REJECTED}/" if rejected else ""
+    return f"{base}{dataset}/dt={moment:%Y-%m-%d}/{file_name(moment, batch_id)}"
+
+
 def dataset_files(bronze_dir: Path, dataset: str) -> list[Path]:
     """The files of one dataset (or, with `_rejected/<entity>`, of its rejects), any order."""
     directory = bronze_dir / dataset

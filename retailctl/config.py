@@ -25,6 +25,7 @@ TRIGGERS = ("cli", "cron", "systemd", "airflow", "test", "bench")
 SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq's, in a URL's query
 SSL_MODES = frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"})
 LOG_FORMATS = ("text", "json")
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 MIN_URL_TOKEN = 16  # a shorter ping URL path is a word, not a token: redacting it would garble text
 
 
@@ -100,6 +101,17 @@ def _path(raw: str) -> Path:
     return Path(raw).expanduser().absolute()
 
 
+def _bronze_url(raw: str) -> str:
+    """A local directory (a path or file://) or s3://bucket[/prefix]; stored as written, a
+    path made absolute."""
+    if "://" in raw and not raw.startswith("file://"):
+        from retailctl.bronze_store import parse_s3_url  # no boto3 import
+
+        parse_s3_url(raw)
+        return raw.rstrip("/")
+    return str(_path(raw.removeprefix("file://")))
+
+
 def _file_path(raw: str) -> Path:
     if not raw.strip() or raw.endswith("/"):
         raise ValueError("expected a file path")
@@ -141,6 +153,14 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "./data",
         _path,
         "Bronze files, dbt state and the embedded database live here.",
+    ),
+    SettingSpec(
+        "bronze_url",
+        "RETAIL_BRONZE_URL",
+        None,
+        _bronze_url,
+        "Where Bronze lives: a directory, or s3://bucket/prefix (endpoint and credentials from "
+        "the AWS_* variables and ~/.aws files); unset = RETAIL_DATA_DIR/bronze.",
     ),
     SettingSpec(
         "database_url",
@@ -214,6 +234,13 @@ SETTING_SPECS: tuple[SettingSpec, ...] = (
         "trigger", "RETAIL_TRIGGER", "cli", _trigger, "Who started the run, recorded in meta.pipeline_runs."
     ),
     SettingSpec(
+        "host",
+        "RETAIL_HOST",
+        None,
+        _text,
+        "The machine's name recorded with each run in meta.pipeline_runs (unset = its host name).",
+    ),
+    SettingSpec(
         "log_format",
         "RETAIL_LOG_FORMAT",
         "text",
@@ -259,9 +286,11 @@ class Settings:
     sales_lookback: int
     max_snapshot_records: int
     trigger: str
+    host: str | None = None
     log_format: str = "text"
     metrics_file: Path | None = None
     healthcheck_url: str | None = None
+    bronze_url: str | None = None  # None: bronze_dir
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
     serving_demo_data: bool = False  # api_url points at a bundled mock started for this command
     env_file: Path | None = None  # the env file read, if any
@@ -273,7 +302,19 @@ class Settings:
 
     @property
     def bronze_dir(self) -> Path:
+        """The local bronze directory (with Bronze in an object store: unused)."""
+        if self.bronze_url is not None and not self.bronze_in_object_store:
+            return Path(self.bronze_url)
         return self.data_dir / "bronze"
+
+    @property
+    def bronze_in_object_store(self) -> bool:
+        return self.bronze_url is not None and "://" in self.bronze_url
+
+    @property
+    def bronze_location(self) -> str:
+        """RETAIL_BRONZE_URL, or the default directory: what `bronze_store.open_bronze` takes."""
+        return self.bronze_url if self.bronze_in_object_store else str(self.bronze_dir)  # type: ignore[return-value]
 
     def require_source(self) -> None:
         """Fail before any work when the source is not configured coherently."""
@@ -293,6 +334,8 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never be printed, logged or written (as given and as decoded)."""
         values = [self.api_key or ""]
+        # the object store's secrets are the AWS SDK's, read from the environment: never shown
+        values += [os.environ.get(name, "") for name in AWS_SECRET_VARIABLES]
         for url in (self.database_url, self.api_url):
             values += url_secrets(url) if url else []
         values = [value for value in values if len(value) >= 3]
@@ -308,6 +351,8 @@ class Settings:
 
     def display_value(self, name: str) -> str:
         value = getattr(self, name)
+        if value is None and name == "bronze_url":
+            return f"(unset: {self.bronze_dir})"
         if value is None:
             return "(unset)"
         if name in ("database_url", "api_url"):
@@ -388,7 +433,8 @@ def load_settings(
             raw, source = environ[spec.env], "environment"
         elif file_values.get(spec.env, "") != "" and env_file is not None:
             raw, source = file_values[spec.env], ".env"
-            if spec.parse is _path:  # a relative path in a file is relative to that file
+            if spec.parse is _path or (spec.parse is _bronze_url and "://" not in raw):
+                # a relative path in a file is relative to that file
                 raw = str(env_file.parent / Path(raw).expanduser())
         else:
             values[spec.name] = _default(spec)
@@ -397,7 +443,7 @@ def load_settings(
         try:
             values[spec.name] = spec.parse(raw)
         except ValueError as exc:
-            shown = REDACTED if spec.secret else repr(raw)
+            shown = REDACTED if spec.secret else repr(redact_url(raw) if "@" in raw else raw)
             raise ConfigError(f"{spec.env}={shown} is invalid: {exc}") from None
         sources[spec.name] = source
     return Settings(**values, sources=sources, env_file=env_file)

@@ -6,6 +6,7 @@ RetailctlError (1)
 │   └── PrivilegeMissing (78)    the database role lacks a privilege retailctl needs
 ├── SourceUnavailable (69)       the API did not answer usefully after retries
 ├── DatabaseUnavailable (69)     the database could not be reached
+├── StoreUnavailable (69)        the object store holding Bronze kept failing after retries
 ├── CredentialsRejected (77)     the API key or the database credentials were refused
 ├── LockHeld (75)                another run holds the pipeline lock
 ├── ContractViolation (1)        the API answered outside its contract: an error status
@@ -60,8 +61,14 @@ class DatabaseUnavailable(RetailctlError):
     exit_code = 69
 
 
+class StoreUnavailable(RetailctlError):
+    """The object store holding Bronze could not be reached or kept failing after retries."""
+
+    exit_code = 69
+
+
 class CredentialsRejected(RetailctlError):
-    """The API key or the database credentials were refused."""
+    """The API key, the database or the object store credentials were refused."""
 
     exit_code = 77
 

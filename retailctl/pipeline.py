@@ -10,6 +10,7 @@ hour costs an extract and a load that find nothing.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,8 +37,8 @@ update meta.pipeline_runs set status = 'interrupted', finished_at = now(),
 where status = 'running'
 """
 START_RUN = """
-insert into meta.pipeline_runs (run_id, trigger, started_at, status, steps)
-values (%s, %s, now(), 'running', '[]'::jsonb)
+insert into meta.pipeline_runs (run_id, trigger, host, started_at, status, steps)
+values (%s, %s, %s, now(), 'running', '[]'::jsonb)
 """
 RECORD_STEPS = "update meta.pipeline_runs set steps = %s::jsonb where run_id = %s"
 FINISH_RUN = """
@@ -80,6 +81,7 @@ class StepRecord:
 class RunResult:
     run_id: str
     trigger: str
+    host: str = field(default_factory=socket.gethostname)
     steps: list[StepRecord] = field(default_factory=list)
     seconds: float = 0.0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -167,7 +169,7 @@ class _History:
         self.current = STEPS[0]
         self.clock = time.monotonic()
         conn.execute(MARK_STALE_RUNS)  # we hold the lock: any 'running' row is a dead run
-        conn.execute(START_RUN, (run.run_id, run.trigger))
+        conn.execute(START_RUN, (run.run_id, run.trigger, run.host))
 
     def begin(self, step: str) -> None:
         self.current, self.clock = step, time.monotonic()
@@ -198,6 +200,7 @@ def tracked_run(
     recorded (redacted) against the step in progress, marked with that step and re-raised."""
     observer = observer or RunObserver()
     run = RunResult(run_id=str(uuid.uuid4()), trigger=settings.trigger)
+    run.host = settings.host or run.host
     started = time.monotonic()
     with pipeline_lock(database, label) as lock_conn:
         history = _History(lock_conn, run, observer)
@@ -293,7 +296,7 @@ def _steps(
         partial.append(("extract", str(exc)))
 
     history.begin("load")
-    loaded = load(database, settings.bronze_dir, progress=observer.load_progress)
+    loaded = load(database, settings.bronze_location, progress=observer.load_progress)
     failure = loaded.failure()
     history.record(
         StepRecord(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psycopg
 
-from retailctl.bronze_files import REJECTED, fsync_dir, parse_file_name
+from retailctl.bronze_files import DATASETS, parse_file_name
+from retailctl.bronze_store import BronzeStore, open_bronze
 
 AGE = re.compile(r"^(\d+)([hdw])$")
 UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -31,27 +32,33 @@ class PruneResult:
 
 
 def prune(
-    conn: psycopg.Connection, bronze_dir: Path, older_than: timedelta, *, dry_run: bool = False
+    conn: psycopg.Connection,
+    bronze: str | Path | BronzeStore,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
 ) -> PruneResult:
     """Delete loaded files written before now - older_than; never an unloaded or rejected one.
 
-    Manifest rows stay: they are the load history, and a pruned file is never listed again.
+    Lists each dataset's partitions up to the cutoff's day (in an object store, the pruned
+    days are gone: a run lists little more than what it deletes). Manifest rows stay: they are
+    the load history, and a pruned file is never listed again.
     """
+    bronze = open_bronze(bronze)
     cutoff = datetime.now(UTC) - older_than
+    last_partition = f"dt={cutoff:%Y-%m-%d}"
     loaded = {row[0] for row in conn.execute(LOADED)}
     result = PruneResult()
-    for relative in sorted(loaded):
-        path = bronze_dir / relative
-        name = parse_file_name(path.name)
-        if relative.startswith(f"{REJECTED}/") or name is None or name.written_at >= cutoff:
-            continue
-        if not path.is_file():
-            continue
-        result.files.append(relative)
-        result.bytes += path.stat().st_size
-        if not dry_run:
-            path.unlink()
-            fsync_dir(path.parent)
-            if not any(path.parent.iterdir()):
-                path.parent.rmdir()
+    for dataset in DATASETS:
+        for entry in bronze.list(dataset):
+            if entry.partition > last_partition:
+                break  # partitions come in order: the rest are newer
+            name = parse_file_name(entry.name)
+            if entry.problem or entry.relative not in loaded or name is None or name.written_at >= cutoff:
+                continue
+            result.files.append(entry.relative)
+            result.bytes += entry.size
+            if not dry_run:
+                bronze.delete(entry.relative)
+    result.files.sort()
     return result

@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from retailctl.bronze_files import REJECTED, dataset_files
+from retailctl.bronze_files import REJECTED
+from retailctl.bronze_store import BronzeStore, open_bronze
 from retailctl.extract.records import ENTITIES
 from retailctl.load.tables import TABLES
 from retailctl.store import state
@@ -17,7 +18,7 @@ from retailctl.store.migrations import migration_files, pending
 
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer", "customers_snapshot")
 RECENT_RUNS = """
-select run_id, trigger, started_at, finished_at, status, error,
+select run_id, trigger, host, started_at, finished_at, status, error,
        extract(epoch from finished_at - started_at) as seconds
 from meta.pipeline_runs order by started_at desc limit %s
 """
@@ -43,9 +44,14 @@ def _freshness(conn: psycopg.Connection, table: str) -> Any:
     return conn.execute(query).fetchone()[0]  # type: ignore[index]
 
 
-def bronze_files(bronze_dir: Path) -> dict[str, int]:
-    counts = {table.dataset: len(dataset_files(bronze_dir, table.dataset)) for table in TABLES}
-    counts[REJECTED] = sum(len(dataset_files(bronze_dir / REJECTED, entity)) for entity in ENTITIES)
+def bronze_files(bronze: str | Path | BronzeStore) -> dict[str, int]:
+    bronze = open_bronze(bronze)
+
+    def count(dataset: str) -> int:
+        return sum(1 for entry in bronze.list(dataset) if entry.problem is None)
+
+    counts = {table.dataset: count(table.dataset) for table in TABLES}
+    counts[REJECTED] = sum(count(f"{REJECTED}/{entity}") for entity in ENTITIES)
     return counts
 
 
@@ -62,13 +68,13 @@ def schema_problem(conn: psycopg.Connection) -> str | None:
     return None
 
 
-def collect(conn: psycopg.Connection, bronze_dir: Path, runs: int = 5) -> dict[str, Any]:
+def collect(conn: psycopg.Connection, bronze_dir: str | Path | BronzeStore, runs: int = 5) -> dict[str, Any]:
     problem = schema_problem(conn)
     if problem:
         return {"initialised": False, "database": problem}
     cursor = state.read_cursor(conn)
     rejected, inconsistent, rejected_24h = conn.execute(EXTRACT_TOTALS).fetchone()  # type: ignore[misc]
-    columns = ("run_id", "trigger", "started_at", "finished_at", "status", "error", "seconds")
+    columns = ("run_id", "trigger", "host", "started_at", "finished_at", "status", "error", "seconds")
     return {
         "initialised": True,
         "cursor": {

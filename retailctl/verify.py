@@ -15,13 +15,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from retailctl import verify_source
 from retailctl.bronze_files import parse_file_name
+from retailctl.bronze_store import open_bronze
 from retailctl.config import Settings
 from retailctl.errors import LayersDisagree
 from retailctl.store.db import Database
@@ -183,19 +183,20 @@ def raise_for_differences(result: VerifyResult) -> None:
 def verify(database: Database, settings: Settings, since: date | None = None) -> VerifyResult:
     """Every layer per day against the bronze reference, and the source's count of sales."""
     started = time.monotonic()
+    bronze = open_bronze(settings.bronze_location)
     aggregates = _Aggregates(database, since)
     with ThreadPoolExecutor(1, thread_name_prefix="verify-sql") as pool:
         in_database = pool.submit(aggregates.run)
         try:
-            scan = scan_bronze(settings.bronze_dir, since)
+            scan = scan_bronze(bronze, since)
             bronze_seconds = time.monotonic() - started
             in_database.result()
         except BaseException:  # SIGTERM, Ctrl-C, a bad file: stop the query too, not wait for it
             aggregates.cancel()
             raise
     with database.connect(autocommit=True, purpose="verify") as conn:
-        pruned = _pruned_file_days(conn, settings.bronze_dir)
-        source = verify_source.check(conn, settings, rejected_sale_ids(settings.bronze_dir))
+        pruned = _pruned_file_days(conn, scan.listed)
+        source = verify_source.check(conn, settings, rejected_sale_ids(bronze))
     return VerifyResult(
         since=since,
         reference=scan.days,
@@ -264,12 +265,11 @@ def _exists(conn: psycopg.Connection, table: str) -> bool:
     return bool(row and row[0])
 
 
-def _pruned_file_days(conn: psycopg.Connection, bronze_dir: Path) -> list[date]:
-    """The write days of loaded sales files that `bronze prune` deleted since."""
+def _pruned_file_days(conn: psycopg.Connection, listed: set[str]) -> list[date]:
+    """The write days of loaded sales files that `bronze prune` deleted since (not `listed`)."""
     days = []
     for (relative,) in conn.execute(LOADED_SALES_FILES):
-        path = bronze_dir / relative
-        name = parse_file_name(path.name)
-        if name is not None and not path.exists():
+        name = parse_file_name(relative.rsplit("/", 1)[-1])
+        if name is not None and relative not in listed:
             days.append(name.written_at.date())
     return days

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from retailctl.bronze_files import REJECTED, dataset_files, parse_file_name
+from retailctl.bronze_files import REJECTED, parse_file_name
+from retailctl.bronze_store import BronzeStore, open_bronze
 from retailctl.errors import BronzeFileError
 
 Day = date | None  # None: lines whose sale has no header (silver only)
@@ -74,17 +75,19 @@ class BronzeScan:
     days: dict[Day, Figures]
     files: int  # sales_customer files read
     sales: int  # distinct sales met, on any day
+    listed: set[str] = field(default_factory=set)  # the sales_customer files there are
 
 
-def scan_bronze(bronze_dir: Path, since: date | None = None) -> BronzeScan:
+def scan_bronze(bronze: str | Path | BronzeStore, since: date | None = None) -> BronzeScan:
     """The latest version of every sale, summed per UTC day of its datetime (from `since`)."""
-    headers = _files_by_name(bronze_dir, "sales_customer")
-    lines = _files_by_name(bronze_dir, "sales_product")
+    store = open_bronze(bronze)
+    headers = _files_by_name(store, "sales_customer")
+    lines = _files_by_name(store, "sales_product")
     seen = IdSet()
     days: dict[Day, Figures] = {}
     utc_day = _UtcDays()
     for name in sorted(headers, reverse=True):  # newest first
-        latest, repeated = _sale_days(headers[name], bronze_dir, utc_day)
+        latest, repeated = _sale_days(headers[name], store, utc_day)
         claimed: dict[int, date] = {}  # the sales whose latest version is this batch's
         for sale_id, day in latest.items():
             if seen.add(sale_id) and (since is None or day >= since):
@@ -92,48 +95,45 @@ def scan_bronze(bronze_dir: Path, since: date | None = None) -> BronzeScan:
         for day in claimed.values():
             days.setdefault(day, Figures()).sales += 1
         if claimed and name in lines:
-            for day, amounts in _line_amounts(lines[name], bronze_dir, claimed, repeated).items():
+            for day, amounts in _line_amounts(lines[name], store, claimed, repeated).items():
                 figures = days[day]
                 figures.lines += len(amounts)
-                figures.amount += _sum(amounts, lines[name], bronze_dir)
-    return BronzeScan(days, len(headers), seen.count)
+                figures.amount += _sum(amounts, lines[name], store)
+    return BronzeScan(days, len(headers), seen.count, set(headers.values()))
 
 
-def _files_by_name(bronze_dir: Path, dataset: str) -> dict[str, Path]:
+def _files_by_name(bronze: BronzeStore, dataset: str) -> dict[str, str]:
+    """File name -> relative name (a name extract writes, in its partition)."""
     return {
-        path.name: path
-        for path in dataset_files(bronze_dir, dataset)
-        if parse_file_name(path.name) is not None
+        entry.name: entry.relative
+        for entry in bronze.list(dataset)
+        if entry.problem is None and parse_file_name(entry.name) is not None
     }
 
 
-def _records(path: Path, bronze_dir: Path) -> Iterator[Any]:
+def _records(path: str, store: BronzeStore) -> Iterator[Any]:
     """The records of a file, one line at a time; a line that is not JSON is named."""
     loads = orjson.loads
-    with path.open("rb") as handle:
+    with store.open(path) as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 yield loads(raw)
             except orjson.JSONDecodeError as exc:
-                raise BronzeFileError(
-                    f"{path.relative_to(bronze_dir)}: line {number}: not valid JSON: {exc.msg}"
-                ) from None
+                raise BronzeFileError(f"{path}: line {number}: not valid JSON: {exc.msg}") from None
 
 
-def _bad_record(path: Path, bronze_dir: Path, fields: tuple[str, ...], what: str) -> BronzeFileError:
+def _bad_record(path: str, store: BronzeStore, fields: tuple[str, ...], what: str) -> BronzeFileError:
     """The first line that lacks a field (or else the file), named."""
     number = next(
         (
             n
-            for n, record in enumerate(_records(path, bronze_dir), start=1)
+            for n, record in enumerate(_records(path, store), start=1)
             if not isinstance(record, dict) or not all(f in record for f in fields)
         ),
         None,
     )
     where = f"line {number}" if number else "a line"
-    return BronzeFileError(
-        f"{path.relative_to(bronze_dir)}: {where}: not a {what} ({', '.join(fields)} of the right types)"
-    )
+    return BronzeFileError(f"{path}: {where}: not a {what} ({', '.join(fields)} of the right types)")
 
 
 class _UtcDays:
@@ -163,61 +163,62 @@ class _UtcDays:
         return day
 
 
-def _sale_days(path: Path, bronze_dir: Path, utc_day: _UtcDays) -> tuple[dict[int, date], bool]:
+def _sale_days(path: str, store: BronzeStore, utc_day: _UtcDays) -> tuple[dict[int, date], bool]:
     """Sale id -> UTC day (the last line of an id wins, as in load); and whether an id
     repeats in the file (its lines then repeat too)."""
     found: dict[int, date] = {}
     count = 0
     try:
-        for record in _records(path, bronze_dir):
+        for record in _records(path, store):
             found[record["id"]] = utc_day(record["datetime"])
             count += 1
     except (KeyError, TypeError):
-        raise _bad_record(path, bronze_dir, ("id", "datetime"), "sale header") from None
+        raise _bad_record(path, store, ("id", "datetime"), "sale header") from None
     except ValueError as exc:
-        raise BronzeFileError(f"{path.relative_to(bronze_dir)}: a datetime is not ISO-8601: {exc}") from None
+        raise BronzeFileError(f"{path}: a datetime is not ISO-8601: {exc}") from None
     return found, len(found) < count
 
 
 def _line_amounts(
-    path: Path, bronze_dir: Path, claimed: dict[int, date], repeated: bool
+    path: str, store: BronzeStore, claimed: dict[int, date], repeated: bool
 ) -> dict[date, list[Any]]:
     """The line amounts of the claimed sales, per day; with repeated sales, the last line of
     each (sale id, line no) only, as in load."""
     amounts: dict[date, list[Any]] = {}
     try:
         if not repeated:
-            for record in _records(path, bronze_dir):
+            for record in _records(path, store):
                 day = claimed.get(record["sale_id"])
                 if day is not None:
                     amounts.setdefault(day, []).append(record["amount"])
             return amounts
         last = {
             (r["sale_id"], r["line_no"]): r["amount"]
-            for r in _records(path, bronze_dir)
+            for r in _records(path, store)
             if r["sale_id"] in claimed
         }
     except (KeyError, TypeError):
-        raise _bad_record(path, bronze_dir, ("sale_id", "line_no", "amount"), "sale line") from None
+        raise _bad_record(path, store, ("sale_id", "line_no", "amount"), "sale line") from None
     for (sale_id, _), amount in last.items():
         amounts.setdefault(claimed[sale_id], []).append(amount)
     return amounts
 
 
-def _sum(amounts: list[Any], path: Path, bronze_dir: Path) -> Decimal:
+def _sum(amounts: list[Any], path: str, store: BronzeStore) -> Decimal:
     """Exact: each distinct number once, through its shortest repr (a float's is the source's
     literal, as load hands it to COPY), times how often it occurs; prices repeat a lot."""
     try:
         return sum((Decimal(repr(value)) * count for value, count in Counter(amounts).items()), Decimal(0))
     except (InvalidOperation, TypeError):
-        raise BronzeFileError(f"{path.relative_to(bronze_dir)}: an amount is not a number") from None
+        raise BronzeFileError(f"{path}: an amount is not a number") from None
 
 
-def rejected_sale_ids(bronze_dir: Path) -> set[int]:
+def rejected_sale_ids(bronze: str | Path | BronzeStore) -> set[int]:
     """Distinct ids of the sales extract rejected (few: a set is fine)."""
+    store = open_bronze(bronze)
     ids = set()
-    for path in dataset_files(bronze_dir / REJECTED, "sales"):
-        for record in _records(path, bronze_dir):
+    for entry in store.list(f"{REJECTED}/sales"):
+        for record in _records(entry.relative, store):
             sale_id = record.get("id") if isinstance(record, dict) else None
             if isinstance(sale_id, int) and not isinstance(sale_id, bool):
                 ids.add(sale_id)

@@ -17,9 +17,9 @@ from tests.helpers.scripted_api import Gate
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No setting leaks in from the developer's shell or a .env file."""
+    """No setting leaks in from the developer's shell or a .env file (nor an AWS one)."""
     for name in list(os.environ):
-        if name.startswith("RETAIL_") and name != "RETAIL_TEST_DATABASE_URL":
+        if (name.startswith("RETAIL_") and name != "RETAIL_TEST_DATABASE_URL") or name.startswith("AWS_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
@@ -145,3 +145,25 @@ def embedded_clusters() -> Iterator[Callable[[Path], Path]]:
 def embedded_data_dir(data_dir: Path, embedded_clusters: Callable[[Path], Path]) -> Path:
     """The data dir, its embedded PostgreSQL cluster stopped and deleted after the test."""
     return embedded_clusters(data_dir)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3-compatible server (moto in server mode, its own process) on loopback, shared
+    by the session: its endpoint URL. Each test takes a fresh bucket on it (`bucket`)."""
+    from tests.helpers.s3 import MotoServer
+
+    with MotoServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    """A fresh bucket; the AWS variables that reach it set in this process too (for extract
+    or load called in-process). Its `url` is what RETAIL_BRONZE_URL takes."""
+    from tests.helpers.s3 import Bucket
+
+    created = Bucket(s3_server).create()
+    for name, value in created.env.items():
+        monkeypatch.setenv(name, value)
+    return created

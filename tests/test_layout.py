@@ -12,6 +12,8 @@ BOTTOM = (
     "retailctl.errors",
     "retailctl.store",
     "retailctl.bronze_files",
+    "retailctl.bronze_store",
+    "retailctl.bronze_s3",
     "retailctl.prefetch",
     "retailctl.resources",
 )

@@ -241,6 +241,29 @@ def test_a_bad_setting_with_json_is_an_error_object_without_a_step(cli_env: dict
     assert result.stderr == f"error: {message}\n"
 
 
+def test_history_and_status_name_the_host_each_step_ran_on(env: dict[str, str], db_url: str) -> None:
+    """Steps spread over workers (Airflow on Celery): each run says where it ran."""
+    assert run_cli(["extract"], env={**env, "RETAIL_HOST": "worker-a"}).returncode == 0
+    assert run_cli(["load"], env={**env, "RETAIL_HOST": "worker-b"}).returncode == 0
+    assert run_cli(["load"], env={**env, "RETAIL_HOST": ""}).returncode == 0  # empty = unset
+    with psycopg.connect(db_url) as conn:
+        history = conn.execute(
+            "select host, steps -> 0 ->> 'step' from meta.pipeline_runs order by started_at"
+        ).fetchall()
+    assert history == [("worker-a", "extract"), ("worker-b", "load"), (socket.gethostname(), "load")]
+
+    status = json.loads(run_cli(["status", "--json"], env=env).stdout)
+    assert [r["host"] for r in status["runs"]] == [socket.gethostname(), "worker-b", "worker-a"]
+    plain = run_cli(["status"], env=env).stdout.splitlines()
+    runs = [line.split("\t") for line in plain if line.count("\t") == 5]
+    assert [(r[1], r[2], r[3]) for r in runs[1:]] == [
+        ("cli", socket.gethostname(), "success"),
+        ("cli", "worker-b", "success"),
+        ("cli", "worker-a", "success"),
+    ]
+    assert runs[0][:4] == ["started", "trigger", "host", "status"]
+
+
 # -- --quiet, --verbose, RETAIL_LOG_FORMAT=json ----------------------------------------------
 
 

@@ -71,7 +71,7 @@ def status_command(ctx: typer.Context, as_json: JsonOption = False) -> None:
             database_of(settings, run_migrations=False) as database,
             database.connect(autocommit=True) as conn,
         ):  # read-only: never migrates
-            collected = status.collect(conn, settings.bronze_dir)
+            collected = status.collect(conn, settings.bronze_location)
         if as_json:
             console.print_json(collected)
             return

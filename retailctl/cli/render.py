@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from retailctl.verify import VerifyResult
 
 
-def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: Path) -> None:
+def render_load(result: LoadResult, *, dry_run: bool, as_json: bool, bronze_dir: str | Path) -> None:
     """The load summary; a file that did not load, or had lines quarantined, is an error line
     each, and exit 1."""
     if as_json and not result.failure():
@@ -83,11 +83,12 @@ def render_status(collected: dict[str, Any]) -> None:
     console.say(f"lock: {holder.describe() if holder else 'free'}")
     console.table(
         "recent runs",
-        ("started", "trigger", "status", "seconds", "error"),
+        ("started", "trigger", "host", "status", "seconds", "error"),
         [
             (
                 f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
                 r["trigger"],
+                r["host"] or "-",
                 r["status"],
                 f"{r['seconds']:.1f}" if r["seconds"] is not None else "-",
                 r["error"] or "",

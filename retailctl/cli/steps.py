@@ -97,8 +97,10 @@ def load_command(
             pipeline.single_step(settings, database, "load", observer_of(ctx, view)),
         ):
             with view:
-                result = load(database, settings.bronze_dir, dry_run=dry_run, progress=view.load_progress)
-            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_dir)
+                result = load(
+                    database, settings.bronze_location, dry_run=dry_run, progress=view.load_progress
+                )
+            render_load(result, dry_run=dry_run, as_json=as_json, bronze_dir=settings.bronze_location)
 
     run(ctx, work, as_json=as_json, step="load", monitored=True)
 

@@ -39,7 +39,7 @@ def bronze_prune(
             pipeline_lock(database, "bronze prune"),
             database.connect(autocommit=True) as conn,
         ):
-            result = prune.prune(conn, settings.bronze_dir, older_than, dry_run=dry_run)
+            result = prune.prune(conn, settings.bronze_location, older_than, dry_run=dry_run)
         if as_json:
             console.print_json(
                 {"dry_run": dry_run, "files": [str(f) for f in result.files], "bytes": result.bytes}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retailctl.bronze_files import remove_stale_temp_files
+from retailctl.bronze_store import open_bronze
 from retailctl.config import Settings
 from retailctl.errors import ContractViolation
 from retailctl.extract.records import ENTITIES
@@ -42,7 +42,9 @@ def extract(
     assert settings.api_url is not None and settings.api_key is not None
     progress = progress or (lambda entity, count, pages, total: None)
     warn = warn or (lambda message: None)
-    remove_stale_temp_files(settings.bronze_dir)  # left by a killed extract: never part of bronze
+    bronze = open_bronze(settings.bronze_location)
+    bronze.check()  # a missing bucket or refused credentials: before reading the source
+    bronze.remove_stale_temp_files()  # left by a killed extract: never part of bronze
     results = []
     with (
         make_client(settings.api_url, settings.api_key, settings.http_timeout) as http,
@@ -58,7 +60,7 @@ def extract(
                         entity,
                         source,
                         conn,
-                        settings.bronze_dir,
+                        bronze,
                         limit=settings.page_size,
                         max_records=settings.max_snapshot_records,
                         progress=progress,
@@ -70,7 +72,7 @@ def extract(
                 read_sales(
                     source,
                     conn,
-                    settings.bronze_dir,
+                    bronze,
                     limit=settings.page_size,
                     max_sales=settings.max_sales_per_run,
                     from_id=from_id,

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retailctl.bronze_files import NdjsonFile, file_name, partition_dir
+from retailctl.bronze_files import relative_path
+from retailctl.bronze_store import BronzeStore, Writer, open_bronze
 
 STAMPED_FIELDS = ("_ingestion_ts", "_batch_id", "_reject_reason")
 
@@ -18,19 +19,20 @@ class Batch:
     Every record written carries the batch's `_ingestion_ts` and `_batch_id` (`stamp`).
     """
 
-    def __init__(self, bronze_dir: Path) -> None:
-        self.bronze_dir = bronze_dir
+    def __init__(self, bronze: Path | BronzeStore) -> None:
+        self.bronze = open_bronze(bronze)
         self.moment = datetime.now(UTC)
         self.batch_id = str(uuid.uuid4())
         self.stamp = {"_ingestion_ts": self.moment.isoformat(), "_batch_id": self.batch_id}
-        self._files: dict[tuple[str, bool], NdjsonFile] = {}
+        self._files: dict[tuple[str, bool], Writer] = {}
+        self.relatives: list[str] = []  # of the non-rejected files committed: the manifest's keys
         self._committed = False
 
-    def file(self, dataset: str, rejected: bool = False) -> NdjsonFile:
+    def file(self, dataset: str, rejected: bool = False) -> Writer:
         key = (dataset, rejected)
         if key not in self._files:
-            directory = partition_dir(self.bronze_dir, dataset, self.moment, rejected)
-            self._files[key] = NdjsonFile(directory, file_name(self.moment, self.batch_id))
+            relative = relative_path(dataset, self.moment, self.batch_id, rejected)
+            self._files[key] = self.bronze.writer(relative)
         return self._files[key]
 
     def reject(self, entity: str, record: Any, reason: str) -> None:
@@ -63,10 +65,11 @@ class Batch:
             self.abort()
             raise
         paths = []
-        for (_, rejected), ndjson in self._files.items():
+        for (dataset, rejected), ndjson in self._files.items():
             path = ndjson.publish()
             if not rejected:
                 paths.append(str(path))
+                self.relatives.append(relative_path(dataset, self.moment, self.batch_id))
         return paths
 
     def abort(self) -> None:

@@ -17,12 +17,12 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 
+from retailctl.bronze_store import BronzeStore
 from retailctl.errors import ContractViolation, RetailctlError
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
@@ -50,7 +50,7 @@ class _Page:
 def read_sales(
     source: SourceClient,
     conn: psycopg.Connection,
-    bronze_dir: Path,
+    bronze: BronzeStore,
     *,
     limit: int,
     max_sales: int = 0,
@@ -86,7 +86,7 @@ def read_sales(
             f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
             f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)"
         )
-    batch = Batch(bronze_dir)
+    batch = Batch(bronze)
     pages_in_batch = 0
     try:
         for page in prefetch(_pages(source, start, limit, max_sales, to_id, cursor, note)):
@@ -104,7 +104,7 @@ def read_sales(
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result, moves_cursor, hashes)
-                batch, pages_in_batch = Batch(bronze_dir), 0
+                batch, pages_in_batch = Batch(bronze), 0
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
     except ContractViolation as exc:  # this entity fails; the pages read before it are kept
         _commit_chunk(conn, batch, result, moves_cursor, hashes)

@@ -16,12 +16,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 import psycopg
 
+from retailctl.bronze_store import BronzeStore
 from retailctl.errors import ContractViolation
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
@@ -56,7 +56,7 @@ def read_snapshot(
     entity: SnapshotEntity,
     source: SourceClient,
     conn: psycopg.Connection,
-    bronze_dir: Path,
+    bronze: BronzeStore,
     *,
     limit: int,
     max_records: int,
@@ -70,7 +70,7 @@ def read_snapshot(
     """
     started = time.monotonic()
     result = EntityResult(entity.name)
-    batch = Batch(bronze_dir)
+    batch = Batch(bronze)
     seen: set[str] = set()
     page_hashes: set[bytes] = set()
     content = 0  # an order-independent hash: the sum of the records' hashes
@@ -138,7 +138,7 @@ def read_snapshot(
             if result.files:
                 state.put_snapshot_hash(conn, entity.name, content_hash, result.records, result.files[0])
                 # a rejected record is absent from the file, yet not gone from the source
-                relative = str(Path(result.files[0]).relative_to(bronze_dir))  # as load keys it
+                relative = batch.relatives[0]  # as load keys it
                 state.put_snapshot_file(
                     conn, relative, entity.name, complete and not result.rejected, result.records
                 )

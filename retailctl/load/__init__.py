@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from retailctl.bronze_store import BronzeStore, open_bronze
 from retailctl.errors import BronzeFileError
 from retailctl.load.copy import load_file
-from retailctl.load.files import find_files, pending_files
+from retailctl.load.files import find_files, pending_files, read_manifest
 from retailctl.load.lines import read_ahead
 from retailctl.load.result import LoadResult, TableResult
 from retailctl.load.tables import TABLES
@@ -28,16 +29,23 @@ Progress = Callable[[str, int, int, int], None]  # table, rows so far, files so 
 
 
 def load(
-    database: Database, bronze_dir: Path, *, dry_run: bool = False, progress: Progress | None = None
+    database: Database,
+    bronze: str | Path | BronzeStore,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> LoadResult:
     """Load every pending bronze file; a file that cannot load fails alone (listed in
     `errors`), a line that cannot load is quarantined alone (`quarantined`)."""
     started = time.monotonic()
     result = LoadResult()
     with database.connect(autocommit=True, purpose="load") as conn:
-        found, result.errors = find_files(bronze_dir)
+        bronze = open_bronze(bronze)
+        manifest = read_manifest(conn)
+        found, result.errors = find_files(bronze, manifest)
         result.found = len(found)
-        pending, altered = pending_files(conn, found)
+        pending, altered = pending_files(manifest, found)
+        del manifest
         result.errors += altered
         if dry_run:
             result.pending = [file.relative for file in pending]
@@ -46,7 +54,7 @@ def load(
         for file, items in read_ahead(pending):
             table_result = result.tables[file.table.name]
             try:
-                load_file(conn, bronze_dir, file, items, table_result)
+                load_file(conn, file, items, table_result)
             except BronzeFileError as exc:
                 result.errors.append(str(exc))
             if progress:

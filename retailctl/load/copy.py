@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -45,9 +44,7 @@ class _Unclean(Exception):
         self.line = line
 
 
-def load_file(
-    conn: psycopg.Connection, bronze_dir: Path, file: BronzeFile, items: Iterator[Item], result: TableResult
-) -> None:
+def load_file(conn: psycopg.Connection, file: BronzeFile, items: Iterator[Item], result: TableResult) -> None:
     """Load `file` (its parsed `items`) in one transaction; a crash at any instant rolls it
     back whole, and the next load takes it again.
 
@@ -62,7 +59,7 @@ def load_file(
     """
     first = next(items)
     items = chain([first], items)
-    quarantine = Quarantine(bronze_dir, file)
+    quarantine = Quarantine(file)
     try:
         with conn.transaction():
             try:
@@ -92,7 +89,7 @@ def load_file(
     result.deleted += counts.deleted
     if counts.quarantined:
         result.problems.append(
-            f"{file.relative}: {counts.quarantined} line(s) quarantined to {quarantine.path.name} "
+            f"{file.relative}: {counts.quarantined} line(s) quarantined to {quarantine.name} "
             f"under _rejected/load ({quarantine.first}); the other "
             f"{counts.lines - counts.quarantined} loaded"
         )

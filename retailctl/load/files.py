@@ -4,23 +4,24 @@ Only what extract writes is loaded: regular files (never through a symlink) name
 `<dataset>/dt=<day>/<UTC timestamp>_<batch id>.ndjson`, the day that of the timestamp. Anything
 else under a dataset's directory is reported, not read.
 
-The manifest `meta.loaded_files` records every loaded file with its sha256, size and mtime, so
-an hourly load costs a directory walk and a manifest read, never re-hashing of history.
+The manifest `meta.loaded_files` records every loaded file with its sha256, size and version
+(mtime_ns on disk, a number from the ETag in an object store), so an hourly load costs a
+listing and a manifest read, never re-hashing of history. In an object store, where a listing
+is requests, it starts a day before the newest partition loaded (a day's margin for clocks
+that differ between machines): an hour lists a day or two, not years of history.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import date, timedelta
 from typing import BinaryIO
 
 import psycopg
 
 from retailctl.bronze_files import FileName, parse_file_name
+from retailctl.bronze_store import BronzeStore
 from retailctl.load.tables import TABLES, SilverTable
 
 READ_CHUNK = 1 << 20
@@ -30,66 +31,65 @@ insert into meta.loaded_files (path, entity, sha256, rows, batch_id, loaded_at, 
                                quarantined_lines)
 values (%s, %s, %s, %s, %s, now(), %s, %s, %s)
 """
+LISTING_MARGIN = timedelta(days=1)
+
+Manifest = dict[str, tuple[str, int | None, int | None]]  # path -> sha256, size, version
 
 
 @dataclass(frozen=True)
 class BronzeFile:
-    path: Path
-    relative: str  # the manifest key: the path below the bronze dir
+    store: BronzeStore
+    relative: str  # the manifest key: the path below the bronze root
     table: SilverTable
     name: FileName  # when and by which batch it was written: every record says the same
     size: int
-    mtime_ns: int
+    mtime_ns: int  # the version: mtime_ns on disk, from the ETag in an object store
 
     def open(self) -> BinaryIO:
-        """Read it without following a symlink put in its place since it was found."""
-        return os.fdopen(os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        """Read it (on disk, without following a symlink put in its place since it was found)."""
+        return self.store.open(self.relative)
 
 
-def find_files(bronze_dir: Path) -> tuple[list[BronzeFile], list[str]]:
+def read_manifest(conn: psycopg.Connection) -> Manifest:
+    return {row[0]: row[1:] for row in conn.execute(MANIFEST_QUERY)}
+
+
+def find_files(bronze: BronzeStore, manifest: Manifest | None = None) -> tuple[list[BronzeFile], list[str]]:
     """Every bronze file of a silver table, in the order they were written (name = timestamp);
-    and a line for each entry that is not one (a symlink, a foreign name)."""
+    and a line for each entry that is not one (a symlink, a foreign name). From an object
+    store, only the partitions from a day before the newest one in `manifest`."""
     found, problems = [], []
     for order, table in enumerate(TABLES):
-        for path, problem in _entries(bronze_dir / table.dataset):
-            relative = str(path.relative_to(bronze_dir))
-            if problem:
-                problems.append(f"{relative}: {problem}; not loaded")
+        since = listing_start(manifest, table.dataset) if bronze.remote else None
+        for entry in bronze.list(table.dataset, since):
+            relative = entry.relative
+            if entry.problem:
+                problems.append(f"{relative}: {entry.problem}; not loaded")
                 continue
-            info = path.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                problems.append(f"{relative}: not a regular file (a symlink?); not loaded")
-                continue
-            name = parse_file_name(path.name)
-            if name is None or path.parent.name != name.partition:
+            name = parse_file_name(entry.name)
+            if name is None or entry.partition != name.partition:
                 problems.append(
                     f"{relative}: not a bronze file name extract writes "
                     "(<dt=day>/<UTC timestamp>_<batch id>.ndjson); not loaded"
                 )
                 continue
             found.append(
-                (path.name, order, BronzeFile(path, relative, table, name, info.st_size, info.st_mtime_ns))
+                (entry.name, order, BronzeFile(bronze, relative, table, name, entry.size, entry.version))
             )
     return [file for _, _, file in sorted(found, key=lambda item: item[:2])], problems
 
 
-def _entries(dataset_dir: Path) -> Iterator[tuple[Path, str | None]]:
-    """The *.ndjson entries of a dataset's partitions, with a problem for one reached through
-    a symlinked directory (never followed)."""
-    if dataset_dir.is_symlink():
-        yield dataset_dir, "a symlink (never followed)"
-        return
-    if not dataset_dir.is_dir():
-        return
-    for partition in sorted(dataset_dir.iterdir()):
-        if not partition.name.startswith("dt="):
-            continue
-        if partition.is_symlink():
-            yield partition, "a symlink (never followed)"
-        elif partition.is_dir():
-            for path in sorted(partition.iterdir()):
-                if path.name.endswith(".ndjson") and not path.name.startswith("."):
-                    yield path, None
+def listing_start(manifest: Manifest | None, dataset: str) -> str | None:
+    """`dt=<day before the newest partition loaded>` of a dataset; None: list it all."""
+    prefix = f"{dataset}/dt="
+    newest = max((path for path in manifest or {} if path.startswith(prefix)), default=None)
+    if newest is None:
+        return None
+    try:
+        day = date.fromisoformat(newest[len(prefix) : len(prefix) + 10])
+    except ValueError:
+        return None
+    return f"dt={day - LISTING_MARGIN:%Y-%m-%d}"
 
 
 def sha256_of(file: BronzeFile) -> str:
@@ -100,9 +100,8 @@ def sha256_of(file: BronzeFile) -> str:
     return digest.hexdigest()
 
 
-def pending_files(conn: psycopg.Connection, files: list[BronzeFile]) -> tuple[list[BronzeFile], list[str]]:
+def pending_files(manifest: Manifest, files: list[BronzeFile]) -> tuple[list[BronzeFile], list[str]]:
     """Files not yet in the manifest; and errors for loaded files whose content changed since."""
-    manifest = {row[0]: row[1:] for row in conn.execute(MANIFEST_QUERY)}
     pending, errors = [], []
     for file in files:
         known = manifest.get(file.relative)

@@ -9,9 +9,9 @@ file's other lines commits; a load run again after a crash writes it again, the 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
-from retailctl.bronze_files import QUARANTINE, TEMP_SUFFIX, NdjsonFile
+from retailctl.bronze_files import QUARANTINE
+from retailctl.bronze_store import Writer
 from retailctl.load.files import BronzeFile
 
 
@@ -19,13 +19,14 @@ class Quarantine:
     """The quarantined lines of one file; `refused` holds lines PostgreSQL refused on an
     earlier try (the checks should catch everything first: this is the safety net)."""
 
-    def __init__(self, bronze_dir: Path, file: BronzeFile) -> None:
+    def __init__(self, file: BronzeFile) -> None:
         self.file = file
-        self.path = bronze_dir / QUARANTINE / file.relative
+        self.relative = f"{QUARANTINE}/{file.relative}"  # in the file's own store
+        self.name = file.relative.rsplit("/", 1)[-1]
         self.refused: dict[int, str] = {}
         self.lines = 0
         self.first: str = ""  # "line N: reason" of the first quarantined line
-        self._out: NdjsonFile | None = None
+        self._out: Writer | None = None
 
     def start(self) -> None:
         """Begin (again): nothing written yet."""
@@ -34,8 +35,7 @@ class Quarantine:
 
     def add(self, line_no: int, reason: str, raw: bytes) -> None:
         if self._out is None:
-            (self.path.parent / f".{self.path.name}{TEMP_SUFFIX}").unlink(missing_ok=True)
-            self._out = NdjsonFile(self.path.parent, self.path.name)
+            self._out = self.file.store.writer(self.relative)
         self._out.write(
             {
                 "_file": self.file.relative,
