@@ -59,13 +59,13 @@ def mock_api(sales: int, extra: Sequence[str] = ()) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 180  # a crowded machine takes long to start it
         while True:
             try:
                 httpx.get(url + "/health")
                 break
             except httpx.ConnectError:
-                if time.monotonic() > deadline:
+                if process.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
         yield url

@@ -86,9 +86,19 @@ def money_problem(value: Any) -> str | None:
         return "negative"
     if value >= MONEY_LIMIT:
         return f"not below {MONEY_LIMIT:.0e}"
-    if isinstance(value, float) and len(Decimal(repr(value)).normalize().as_tuple().digits) > MONEY_DIGITS:
+    if isinstance(value, float) and _significant_digits(value) > MONEY_DIGITS:
         return f"more than {MONEY_DIGITS} significant digits (cannot be read exactly)"
     return None
+
+
+def _significant_digits(value: float) -> int:
+    """The significant digits of a float's shortest repr; a repr without an exponent and of
+    few characters has no more digits than characters, so money skips the Decimal (extract
+    checks every amount: this was a tenth of its time)."""
+    text = repr(value)
+    if len(text) <= MONEY_DIGITS + 1 and "e" not in text:  # digits and one "." (or "-0.0")
+        return len(text) - 1
+    return len(Decimal(text).normalize().as_tuple().digits)
 
 
 def datetime_problem(value: Any) -> str | None:

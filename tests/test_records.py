@@ -16,6 +16,7 @@ from retailctl.extract.records import (
     sale_reject_reason,
     split_sale,
 )
+from retailctl.values import money_problem
 
 CUSTOMER = {"customer_id": "C000001", "emails": ["a@example.com"], "phone_numbers": ["+1 555 0100"]}
 PRODUCT = {"product_sku": "SKU-00001", "description": "Mug", "unit_amount": 19.99, "supplier": "Acme"}
@@ -292,3 +293,32 @@ def test_is_inconsistent_compares_the_total_with_the_lines_to_the_cent(
 )
 def test_sale_id_of_is_the_integer_id_or_none(sale: Any, sale_id: int | None) -> None:
     assert sale_id_of(sale) == sale_id
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (19.99, None),
+        (0.0, None),
+        (-0.0, None),  # repr "-0.0": not negative, one digit
+        (123456789012.345, None),  # 15 digits, 16 characters: the last that skips the Decimal
+        (12345678901.2345, None),
+        (1234567890123.45, None),
+        (100000000000000.0, None),  # 16 characters but one significant digit
+        (999999999999999.0, None),  # 15 nines
+        (1e-07, None),  # an exponent: counted through the Decimal
+        (1.2345678901234e-05, None),
+        (1234567890.123456789, "more than 15 significant digits (cannot be read exactly)"),
+        (1.2345678901234567e-05, "more than 15 significant digits (cannot be read exactly)"),
+        (0.1234567890123456, "more than 15 significant digits (cannot be read exactly)"),
+        (99999999999999.99, "more than 15 significant digits (cannot be read exactly)"),
+        (1e15, "not below 1e+15"),
+        (-0.01, "negative"),
+        (float("nan"), "not a number"),
+        (True, "not a number"),
+    ],
+)
+def test_money_problem_counts_the_significant_digits_of_the_shortest_repr(
+    value: Any, reason: str | None
+) -> None:
+    assert money_problem(value) == reason
