@@ -2,8 +2,9 @@
 
 Beyond the contract, two admin endpoints (same API key) let a demo or a test that keeps one
 server running make the source change its past: `POST /_admin/corrections?count=K&window=N`
-corrects K published sales (among the last N, or any; `&before=ID`: below that id), `POST /_admin/delist?products=N&
-customers=M` delists exactly that many (0 relists all). Both answer what they did.
+corrects K published sales (among the last N, or any; `&before=ID`: below that id),
+`POST /_admin/delist?products=N&customers=M` delists exactly that many (0 relists all). Both
+answer what they did.
 """
 
 from __future__ import annotations
