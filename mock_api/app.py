@@ -2,8 +2,9 @@
 
 Beyond the contract, two admin endpoints (same API key) let a demo or a test that keeps one
 server running make the source change its past: `POST /_admin/corrections?count=K&window=N`
-corrects K published sales (among the last N, or any), `POST /_admin/delist?products=N&
-customers=M` delists exactly that many (0 relists all). Both answer what they did.
+corrects K published sales (among the last N, or any; `&before=ID`: below that id),
+`POST /_admin/delist?products=N&customers=M` delists exactly that many (0 relists all). Both
+answer what they did.
 """
 
 from __future__ import annotations
@@ -139,10 +140,16 @@ def create_app(config: MockConfig | None = None) -> FastAPI:
     async def corrections(
         count: Annotated[int, Query(ge=0, description="Sales to correct.")],
         window: Annotated[int | None, Query(ge=1, description="Only among the last N sales.")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, description="Only among sales with an id below this (a client's cursor).")
+        ] = None,
     ) -> Response:
         """Correct `count` published sales: another customer, another day, a line removed or
-        a quantity changed, in turn."""
-        done = data.correct(count, window)
+        a quantity changed, in turn. `before` makes "published" mean "already read by a client
+        whose cursor is there", for a server serving more sales than the client has read."""
+        total = data.sale_count()
+        end = data.first_index_at_or_after(before, total) if before is not None else total
+        done = data.correct(count, window, end=end)
         return json_response(
             {"round": data.rounds - 1, "corrected": [{"id": c.sale_id, "kind": c.kind} for c in done]}
         )

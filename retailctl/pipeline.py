@@ -16,18 +16,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
 
 from retailctl import gold
 from retailctl.config import Settings
-from retailctl.errors import RetailctlError, StepFailed, Terminated, mark_step
+from retailctl.errors import LayersDisagree, RetailctlError, StepFailed, Terminated, mark_step
 from retailctl.extract import extract, raise_for_failures
 from retailctl.load import load
 from retailctl.store.db import Database
 from retailctl.store.lock import pipeline_lock
+
+if TYPE_CHECKING:
+    from retailctl.verify import VerifyResult
 
 STEPS = ("extract", "load", "transform", "test")
 
@@ -268,6 +271,51 @@ def run_tests(
     if not gold.failure_lines(results):
         conn.execute(SAVE_GOLD_STATE, ("test", newest, started))
     return results
+
+
+@dataclass
+class GoldChecks:
+    """`retailctl test`: the dbt tests, and for the full test verify's day-by-day proof that
+    bronze, silver, the fact and the mart agree (None for `--changed`)."""
+
+    dbt: list[gold.DbtResult]
+    verified: VerifyResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"commands": [r.to_dict() for r in self.dbt]}
+        if self.verified is not None:
+            document["verify"] = self.verified.to_dict()
+        return document
+
+    def raise_for_failures(self) -> None:
+        """Exit 3 on a failing dbt test or a day the layers differ on, naming both; when
+        the layers differ, the --json error object's details hold the whole report."""
+        lines = gold.failure_lines(self.dbt)
+        problems = [f"{len(lines)} dbt test(s) failed: " + "; ".join(lines)] if lines else []
+        if self.verified is not None and not self.verified.ok:
+            problems.append(f"verify: {self.verified.summary()}")
+            raise LayersDisagree("; ".join(problems), details=self.to_dict())
+        gold.raise_for_failures(self.dbt)
+
+
+def check_gold(
+    settings: Settings,
+    database: Database,
+    conn: psycopg.Connection,
+    *,
+    changed: bool,
+    on_node: gold.OnNode | None = None,
+) -> GoldChecks:
+    """`retailctl test`: the dbt tests (see run_tests); the full test (not `changed`) then
+    verifies every day bronze still holds whole, even when a dbt test failed, so one run
+    names every problem. `--changed` (run-all's hourly test) skips verify: it reads all of
+    bronze."""
+    results = run_tests(settings, database, conn, changed=changed, on_node=on_node)
+    if changed:
+        return GoldChecks(results)
+    from retailctl import verify  # the bronze scan's imports, only for the full test
+
+    return GoldChecks(results, verify.verify_whole_bronze(database, settings))
 
 
 def _steps(

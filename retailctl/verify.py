@@ -214,6 +214,14 @@ def verify(database: Database, settings: Settings, since: date | None = None) ->
     )
 
 
+def verify_whole_bronze(database: Database, settings: Settings) -> VerifyResult:
+    """verify over the days bronze still holds whole (the full `retailctl test`): after a
+    `bronze prune`, from the day after the newest pruned file, so pruning never fails it."""
+    with database.connect(autocommit=True, purpose="verify") as conn:
+        pruned = _pruned_file_days(conn, settings.bronze_dir)
+    return verify(database, settings, max(pruned) + timedelta(days=1) if pruned else None)
+
+
 class _Aggregates:
     """Each layer's figures per day, on a connection of its own (run on a worker thread); a
     layer whose table is missing is named instead."""

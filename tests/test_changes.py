@@ -423,6 +423,43 @@ def test_the_sales_cap_counts_new_sales_only_so_the_lookback_never_freezes_the_c
         )
 
 
+def test_corrections_and_new_sales_read_together_go_to_separate_files_and_touch_nothing_else(
+    start_mock: Any, db_url: str, data_dir: Path
+) -> None:
+    """A file of new sales starts past silver's highest key, so load COPYs it straight in
+    (the re-read corrections go to a file of their own, which load upserts); unchanged
+    re-read sales are neither written to bronze nor touched in silver."""
+    config = DataConfig(sales=800, customers=40, products=60)
+    api = start_mock(**vars(config))
+    truth = RetailData(config)
+    first = cli_json(["run-all"], env_for(db_url, data_dir, api.url, RETAIL_MAX_SALES_PER_RUN="600"))
+    assert first["status"] == "success"
+    corrected = {
+        c["id"] for c in admin(api.url, "corrections", count=12, window=300, before=601)["corrected"]
+    }
+    truth.correct(12, 300, end=600)
+    assert len(corrected) == 12 and all(301 <= sale_id <= 600 for sale_id in corrected)
+    files_before = set(bronze_files(data_dir))
+    loaded_at = scalar(db_url, "select max(_loaded_at) from silver.sales_product")
+
+    run = cli_json(["run-all"], env_for(db_url, data_dir, api.url))  # one page holds both kinds
+    assert steps(run) == {"extract": "success", "load": "success", "transform": "success", "test": "success"}
+    assert_layers_equal_truth(db_url, truth_lines(truth))
+    written = sorted(
+        sorted(row["id"] for row in map(json.loads, path.read_text().splitlines()))
+        for path in set(bronze_files(data_dir)) - files_before
+        if "sales_customer" in str(path)
+    )
+    assert written == [sorted(corrected), list(range(601, 801))]
+    touched = query(
+        db_url,
+        "select id from silver.sales_customer where _loaded_at > %s "
+        "union select sale_id from silver.sales_product where _loaded_at > %s",
+        (loaded_at, loaded_at),
+    )
+    assert {row[0] for row in touched} - set(range(601, 801)) <= corrected
+
+
 def test_an_older_version_of_a_sale_removes_no_line_and_a_newer_one_logs_its_old_pair(
     data_dir: Path, db_url: str
 ) -> None:

@@ -325,6 +325,20 @@ def test_admin_corrections_endpoint_corrects_and_says_what(start_mock) -> None: 
     assert all_sales(server) == {sale["id"]: sale for sale in map(truth.sale, range(1_000))}
 
 
+def test_admin_corrections_before_an_id_correct_only_sales_below_it(start_mock) -> None:  # type: ignore[no-untyped-def]
+    server = start_mock(sales=1_000)
+    response = httpx.post(
+        server.url + "/_admin/corrections",
+        params={"count": 8, "window": 40, "before": 501},
+        headers={"Authorization": API_KEY},
+    )
+    assert response.status_code == 200
+    ids = [c["id"] for c in response.json()["corrected"]]
+    assert len(ids) == 8 and all(461 <= i <= 500 for i in ids)  # the 40 ids below 501
+    truth = RetailData(DataConfig(sales=1_000))
+    assert [c.sale_id for c in truth.correct(8, 40, end=500)] == ids
+
+
 def test_delisted_products_and_customers_leave_the_lists_and_come_back(start_mock) -> None:  # type: ignore[no-untyped-def]
     server = start_mock(delisted_products=3, delisted_customers=5)
     truth = RetailData(DataConfig(delisted_products=3, delisted_customers=5))

@@ -415,6 +415,57 @@ def test_without_an_api_the_source_is_not_checked(built: Built, copy: str) -> No
     ]
 
 
+# -- the full `retailctl test` includes verify ---------------------------------------------------
+
+
+def full_test(built: Built, db_url: str, *args: str) -> Any:
+    return run_cli(["test", *args], env=environment(db_url, built.data_dir, built.api_url))
+
+
+@pytest.mark.slow  # runs every dbt test
+def test_the_full_test_verifies_the_layers_and_passes_when_they_agree(built: Built, copy: str) -> None:
+    result = full_test(built, copy)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [source_line(built), agree_line(built.truth)]
+    document = orjson.loads(full_test(built, copy, "--json").stdout)
+    assert document["verify"]["ok"] is True and document["verify"]["summary"] == agree_line(built.truth)
+    assert document["commands"] and all(c["success"] for c in document["commands"])
+
+
+@pytest.mark.slow  # runs every dbt test
+def test_the_full_test_fails_naming_the_day_and_layer_of_a_deleted_fact_line(built: Built, copy: str) -> None:
+    sale = a_valid_sale(built, 100)
+    day = utc_day(sale["datetime"])
+    with psycopg.connect(copy) as conn:
+        conn.execute("delete from gold.sales_item where sale_id = 100 and line_no = 1")
+    result = full_test(built, copy)
+    assert result.returncode == 3
+    reference = built.truth[day]
+    line_amount = records.decimal_of(sale["items"][0]["amount"])
+    fact = (reference[0] - (len(sale["items"]) == 1), reference[1] - 1, reference[2] - line_amount)
+    assert difference_row(day, "fact", fact, reference) in result.stdout.splitlines()
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: ")  # a dbt test may name it too; verify always does, last
+    assert error.endswith(f"verify: layers disagree on 1 of {len(built.truth)} day(s): {day} (fact)")
+
+    as_json = full_test(built, copy, "--json")
+    assert as_json.returncode == 3
+    details = orjson.loads(as_json.stdout)["error"]["details"]
+    assert [(d["day"], d["layer"], d["lines"]) for d in details["verify"]["differences"]] == [
+        (f"{day}", "fact", reference[1] - 1)
+    ]
+    assert details["commands"]  # the dbt tests' results beside verify's
+
+
+@pytest.mark.slow  # runs dbt tests
+def test_test_changed_is_the_hourly_check_and_skips_verify(built: Built, copy: str) -> None:
+    with psycopg.connect(copy) as conn:  # an old row: not written since the last passing test
+        conn.execute("delete from gold.sales_item where sale_id = 100 and line_no = 1")
+    result = full_test(built, copy, "--changed", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "verify" not in orjson.loads(result.stdout)
+
+
 # -- the bronze reference ---------------------------------------------------------------------------
 
 
@@ -558,3 +609,7 @@ def test_after_a_prune_the_days_bronze_lost_are_named_and_since_skips_them(
     assert result.stdout.splitlines()[-1] == (
         "all 1 days agree across bronze, silver, fact and mart: 1 sales, 2 lines, 4.50"
     )
+    # the full test verifies the days bronze still holds whole: a prune never fails it
+    tested = run_cli(["test"], env=env)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.splitlines()[-1] == result.stdout.splitlines()[-1]

@@ -140,11 +140,15 @@ def test_command(
     ctx: typer.Context,
     changed: Annotated[
         bool,
-        typer.Option("--changed", help="Check only the Gold rows written since the last passing test run."),
+        typer.Option(
+            "--changed",
+            help="Check only the Gold rows written since the last passing test run; no verify.",
+        ),
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the dbt data tests and source freshness; exit 3 when a test fails."""
+    """Run the dbt data tests and source freshness, then (the full test) verify that bronze,
+    silver, the fact and the mart agree per day; exit 3 when a test fails or a day differs."""
 
     def work() -> None:
         settings = settings_of(ctx)
@@ -155,12 +159,14 @@ def test_command(
             database.connect(autocommit=True, purpose="test") as conn,
         ):
             with view:
-                results = pipeline.run_tests(settings, database, conn, changed=changed, on_node=view.dbt_node)
+                report = pipeline.check_gold(settings, database, conn, changed=changed, on_node=view.dbt_node)
             if not as_json:
-                render_dbt(results, "test")
-            gold.raise_for_failures(results)  # with --json, the error object is the document
+                render_dbt(report.dbt, "test")
+                if report.verified is not None:
+                    render_verify(report.verified, as_json=False)
+            report.raise_for_failures()  # with --json, the error object is the document
             if as_json:
-                console.print_json({"commands": [r.to_dict() for r in results]})
+                console.print_json(report.to_dict())
 
     run(ctx, work, as_json=as_json, step="test", monitored=True)
 

@@ -8,7 +8,8 @@ misses one. The next page is fetched on a thread while the current one is writte
 Each run starts `lookback` ids before the cursor, so a sale the source corrected soon after
 publishing it is read again; a re-read sale whose content hash (meta.sale_hashes) is unchanged
 is not written: an idle hour writes no file and costs Gold nothing. A sale is written whole into
-one batch (its header and every line): load replaces the previous version with it.
+one batch (its header and every line): load replaces the previous version with it. Re-read
+sales go to a batch of their own, apart from the new ones, whose files load COPYs straight in.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def read_sales(
             f"backfill: reading sales from id {from_id}, beyond the cursor: the cursor stays at "
             f"{cursor} (ids {cursor} to {from_id - 1} are not read yet)"
         )
-    batch = Batch(bronze)
+    batch = _Chunk(bronze, cursor)
     pages_in_batch = 0
     try:
         for page in prefetch(_pages(source, start, limit, max_sales, to_id, cursor, note)):
@@ -95,7 +96,7 @@ def read_sales(
                 if hashes.unchanged(sale, known):
                     result.unchanged += 1
                     continue
-                _write_sale(batch, sale, result)
+                _write_sale(batch.batch_for(sale), sale, result)
             result.pages += 1
             result.out_of_order += page.out_of_order
             result.cursor_to = page.next_start
@@ -104,7 +105,7 @@ def read_sales(
             pages_in_batch += 1
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result, moves_cursor, hashes)
-                batch, pages_in_batch = Batch(bronze), 0
+                batch, pages_in_batch = _Chunk(bronze, cursor), 0
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
     except ContractViolation as exc:  # this entity fails; the pages read before it are kept
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
@@ -210,8 +211,33 @@ def _write_sale(batch: Batch, sale: Any, result: EntityResult) -> None:
         result.inconsistent += 1
 
 
+class _Chunk:
+    """A chunk's sales in two batches: those re-read from before the cursor (corrections: load
+    replaces their previous versions) apart from the new ones, so that a file of new sales
+    starts past silver's highest key and load COPYs it straight in."""
+
+    def __init__(self, bronze: BronzeStore, cursor: int) -> None:
+        self.cursor = cursor
+        self.new = Batch(bronze)
+        self.reread = Batch(bronze)
+        self.moment = self.new.moment
+
+    def batch_for(self, sale: Any) -> Batch:
+        sale_id = records.sale_id_of(sale)
+        return self.reread if sale_id is not None and sale_id < self.cursor else self.new
+
+    def commit(self) -> list[str]:
+        """Both batches durable (a crash between them: the cursor has not moved, so the next
+        run reads the chunk again)."""
+        return self.reread.commit() + self.new.commit()
+
+    def abort(self) -> None:
+        self.reread.abort()
+        self.new.abort()
+
+
 def _commit_chunk(
-    conn: psycopg.Connection, batch: Batch, result: EntityResult, moves_cursor: bool, hashes: _Hashes
+    conn: psycopg.Connection, batch: _Chunk, result: EntityResult, moves_cursor: bool, hashes: _Hashes
 ) -> None:
     """Files first, durable; then, in one transaction, the cursor past them (unless ids before
     them are unread) and the content hashes of the sales they hold."""
