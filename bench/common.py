@@ -59,7 +59,7 @@ def mock_api(sales: int, extra: Sequence[str] = ()) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a loaded machine can take long to start it
         while True:
             try:
                 httpx.get(url + "/health")
