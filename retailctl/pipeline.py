@@ -343,7 +343,6 @@ def _gold(
     history.begin("transform")
     row = conn.execute(LAST_PASSING_TEST).fetchone()
     since = row[0] if row else None
-    started = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
     snapshot = bool(conn.execute(CUSTOMERS_CHANGED).fetchone()[0])  # type: ignore[index]
     build = gold.build(
         settings,
@@ -363,13 +362,16 @@ def _gold(
         )
     )
     on_step("transform", [build.transform])
+    # every row the build wrote was written before now and tested by it: the next hour's tests
+    # start here, if these pass
+    tested_until = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
 
     history.begin("test")
     after = gold.after_build(settings, database.url, checked_since=since, on_node=observer.dbt_node)
     tested = [build.test, *after]
     failures = gold.failure_lines(tested)
     if not failures:
-        conn.execute(SAVE_GOLD_STATE, ("test", newest, started))
+        conn.execute(SAVE_GOLD_STATE, ("test", newest, tested_until))
     seconds = sum(result.seconds for result in tested)
     history.record(StepRecord("test", "failed" if failures else "success", seconds, {"failed": failures}))
     on_step("test", tested)

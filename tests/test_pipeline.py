@@ -362,6 +362,7 @@ def test_a_failing_test_in_the_hourly_build_skips_the_mart_then_the_next_run_cat
             "customer_id, product_sku, product_description, item_quantity, item_amount, unit_amount, "
             "discount_perc, _source_loaded_at, now() from gold.sales_item where sales_item_id = '7-1'"
         )
+        conn.execute("update gold.sales_item set _updated_at = now() where sales_item_id = '7-1'")
     failed = run_cli(["run-all"], env={**cli_env, "RETAIL_API_URL": start_mock(sales=900).url})
     assert failed.returncode == 3
     assert "model mart_sales_by_customer: skipped" in failed.stdout
