@@ -357,7 +357,7 @@ def _gold(
         StepRecord(
             "transform",
             "success",
-            build.transform.seconds,
+            history.elapsed() - build.test.seconds,  # dbt's import included
             {node.name: node.rows_affected for node in build.transform.nodes},
         )
     )
