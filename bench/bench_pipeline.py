@@ -8,8 +8,12 @@ Per size, against the bundled mock API in its own process and a scratch database
   2. `retailctl extract`: sales/s, lines/s, peak RSS
   3. the database's limit: a bare COPY of the same rows into empty keyed tables
   4. `retailctl load`: rows/s, peak RSS
-  5. `retailctl transform` from empty, then an hourly increment: 1,000 new sales, `run-all`
-  6. `run-all` with nothing new (an idle hour)
+  5. `retailctl transform` from empty, then hourly increments: 1,000 new sales each, `run-all`
+     as cron runs it (a fresh process), beside the dbt floor measured in the same run: a fresh
+     process importing dbt and making one dbtRunner invocation that builds one trivial model,
+     partial-parse cache warm (bench/dbt_floor.py)
+  6. `run-all` with nothing new (an idle hour), beside `retailctl --version` (Python start-up
+     and the CLI's imports)
 Prints one table per size and writes everything as JSON (--json-out).
 """
 
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -26,10 +32,57 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import bare_loop
 from bench_load import bare_copy, render_copy_data
-from common import API_KEY, median, mock_api, print_table, retailctl, run_timed, scratch_database
+from common import API_KEY, Timed, median, mock_api, print_table, retailctl, run_timed, scratch_database
+from dbt_floor import write_project
+
+from retailctl import gold
 
 PAGE = "1000"
 INCREMENT = 1_000
+# what retailctl passes to run-all's dbt invocations, given to the floor too (a checkout older
+# than RUNNER_FLAGS passed these; the floor is the same in both)
+OLD_FLAGS = ["--log-level", "none", "--log-level-file", "debug", "--no-use-colors"]
+RUNNER_FLAGS = getattr(gold, "RUNNER_FLAGS", OLD_FLAGS) + getattr(gold, "HOURLY_FLAGS", ["--no-write-json"])
+
+
+def cpu_timed(args: list[str], env: dict[str, str]) -> tuple[Timed, float]:
+    """run_timed, and the CPU seconds (user + system) the command used: on a busy machine wall
+    times swell with the load, the CPU a process uses much less."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    timed = run_timed(args, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return timed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def medians(samples: list[tuple[Timed, float]]) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds."""
+    return median([timed.seconds for timed, _ in samples]), median([cpu for _, cpu in samples])
+
+
+def dbt_floor(env: dict[str, str], db_url: str, runs: int) -> tuple[float, float]:
+    """Median wall and CPU time of bench/dbt_floor.py in a fresh process, after one untimed
+    warm-up."""
+    with tempfile.TemporaryDirectory() as root:
+        write_project(Path(root))
+        args = [sys.executable, str(Path(__file__).resolve().parent / "dbt_floor.py"), root, *RUNNER_FLAGS]
+        floor_env = {**env, **gold.dbt_environment(db_url)}
+        run_timed(args, floor_env)  # warm: dbt's partial-parse cache written
+        return medians([cpu_timed(args, floor_env) for _ in range(runs)])
+
+
+def hourly(env: dict[str, str], sales: int, runs: int) -> dict[str, Any]:
+    """`runs` hourly `run-all`s, each adding INCREMENT sales; medians of the wall time and of
+    each step's own seconds (from --json)."""
+    samples: list[tuple[Timed, float]] = []
+    steps: dict[str, list[float]] = {}
+    for run in range(1, runs + 1):
+        with mock_api(sales + run * INCREMENT) as url:
+            samples.append(cpu_timed(retailctl("run-all", "--json"), {**env, "RETAIL_API_URL": url}))
+        for step in json.loads(samples[-1][0].stdout)["steps"]:
+            steps.setdefault(step["step"], []).append(step["seconds"])
+    wall, cpu = medians(samples)
+    out = {"increment_s": wall, "increment_cpu_s": cpu, "increment_runs_s": [t.seconds for t, _ in samples]}
+    return out | {f"increment_{step}_s": median(seconds) for step, seconds in steps.items()}
 
 
 def measure(sales: int, runs: int) -> dict[str, Any]:
@@ -57,10 +110,14 @@ def measure(sales: int, runs: int) -> dict[str, Any]:
         out["load_s"], out["load_rss_mb"] = json.loads(timed.stdout)["seconds"], timed.peak_rss_mb
         out["transform_s"] = run_timed(retailctl("transform"), env).seconds
         run_timed(retailctl("test"), env)
-        with mock_api(sales + INCREMENT) as url:
+        out.update(hourly(env, sales, runs))
+        out["dbt_floor_s"], out["dbt_floor_cpu_s"] = dbt_floor(env, db_url, runs)
+        with mock_api(sales + runs * INCREMENT) as url:
             env["RETAIL_API_URL"] = url
-            out["increment_s"] = run_timed(retailctl("run-all"), env).seconds
-            out["idle_s"] = median([run_timed(retailctl("run-all"), env).seconds for _ in range(runs)])
+            idle = [cpu_timed(retailctl("run-all"), env) for _ in range(runs)]
+            out["idle_s"], out["idle_cpu_s"] = medians(idle)
+        version = [cpu_timed(retailctl("--version"), env) for _ in range(runs)]
+        out["version_s"], out["version_cpu_s"] = medians(version)
     return out
 
 
@@ -92,8 +149,16 @@ def report(m: dict[str, Any]) -> None:
             ("  load peak RSS", f"{m['load_rss_mb']:.0f} MB"),
             ("  extract + load end to end", f"{end_to_end:,.0f} sales/s"),
             ("5 transform from empty", f"{m['transform_s']:.1f} s"),
-            (f"  hourly run-all, +{INCREMENT:,} sales", f"{m['increment_s']:.1f} s"),
-            ("6 idle run-all (nothing new)", f"{m['idle_s']:.2f} s"),
+            ("  dbt floor (fresh process, one trivial model)", f"{m['dbt_floor_s']:.2f} s"),
+            (f"  hourly run-all, +{INCREMENT:,} sales", f"{m['increment_s']:.2f} s"),
+            ("    of which extract + load", f"{m['increment_extract_s'] + m['increment_load_s']:.2f} s"),
+            ("    of which transform + test", f"{m['increment_transform_s'] + m['increment_test_s']:.2f} s"),
+            ("  hourly run-all / dbt floor", f"{m['increment_s'] / m['dbt_floor_s']:.2f}x"),
+            ("  the same in CPU seconds", f"{m['increment_cpu_s'] / m['dbt_floor_cpu_s']:.2f}x"),
+            ("6 retailctl --version", f"{m['version_s']:.2f} s"),
+            ("  idle run-all (nothing new)", f"{m['idle_s']:.2f} s"),
+            ("  idle run-all / --version", f"{m['idle_s'] / m['version_s']:.2f}x"),
+            ("  the same in CPU seconds", f"{m['idle_cpu_s'] / m['version_cpu_s']:.2f}x"),
         ],
     )
 
@@ -108,10 +173,14 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     for sales in args.sales or [200_000]:
-        started = time.perf_counter()
+        started, load_before = time.perf_counter(), os.getloadavg()[0]
         result = measure(sales, args.runs)
+        result["load_average"] = [load_before, os.getloadavg()[0]]
         report(result)
-        print(f"  (measured in {time.perf_counter() - started:.0f} s)")
+        print(
+            f"  (measured in {time.perf_counter() - started:.0f} s; 1-minute load average "
+            f"{load_before:.1f} at the start, {result['load_average'][1]:.1f} at the end)"
+        )
         results.append(result)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(results, indent=2))

@@ -10,13 +10,13 @@ installed package, which may be read-only; like everything under the data dir th
 from __future__ import annotations
 
 import contextlib
-import json
+import importlib
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,18 @@ SELECTIONS = {
     "all": ("snapshot", "tag:core tag:mart"),
 }
 FAILING_STATUSES = {"error", "fail", "runtime error"}
+# Passed to every invocation: retailctl renders results itself; dbt's own log goes to its file
+# under the data dir.
+RUNNER_FLAGS = ["--log-level", "none", "--log-level-file", "debug", "--no-use-colors"]
+# run-all's hourly invocations also leave out target/manifest.json and run_results.json, which
+# nothing of retailctl reads (run-all keeps its own results): writing them cost more than a
+# test node. `transform`, `test` and `docs` on their own still write them.
+HOURLY_FLAGS = ["--no-write-json"]
+# The start of the last passing test run, for tests of the incremental models (see
+# macros/get_where_subquery.sql). An environment variable read only when a test executes, not
+# a --vars: dbt re-parses the whole project whenever its command-line vars change.
+CHECKED_SINCE = "RETAIL_DBT_CHECKED_SINCE"
+BUILT_KINDS = {"model", "snapshot"}  # the rest of a `dbt build`: data and unit tests
 
 
 @dataclass
@@ -63,6 +75,7 @@ class NodeResult:
     rows_affected: int | None = None
     failures: int | None = None
     message: str | None = None
+    finished_at: datetime | None = None  # UTC, naive as dbt keeps it; not in to_dict()
 
 
 @dataclass
@@ -77,7 +90,10 @@ class DbtResult:
         return [node for node in self.nodes if node.status in FAILING_STATUSES]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for node in out["nodes"]:
+            del node["finished_at"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -204,22 +220,36 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def preload() -> None:
+    """Start importing dbt on a thread (it takes a second or more) while the caller still has
+    work that mostly waits on the network or the database: the first `invoke` then finds dbt
+    imported, or waits for the import to end. Only for a run that will call dbt: an idle run
+    never imports it."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # `invoke` imports again and raises it there
+            importlib.import_module("dbt.cli.main")
+
+    threading.Thread(target=load, name="dbt-import", daemon=True).start()
+
+
 def invoke(
-    settings: Settings, database_url: str, args: Sequence[str], on_node: OnNode | None = None
+    settings: Settings,
+    database_url: str,
+    args: Sequence[str],
+    on_node: OnNode | None = None,
+    env: dict[str, str] | None = None,
 ) -> DbtResult:
     """One dbt command, in this process, with a fresh runner; never two at once. `on_node`
-    hears each node start and finish as dbt runs it."""
+    hears each node start and finish as dbt runs it; `env` is set for the invocation only."""
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
 
     paths = DbtPaths.for_settings(settings)
     started = time.monotonic()
     callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []
-    with _private(paths), _environment(dbt_environment(database_url)):
+    with _private(paths), _environment({**dbt_environment(database_url), **(env or {})}):
         paths.write_profile()
-        # retailctl renders results itself; dbt's own log goes to its file under the data dir
-        outcome = dbtRunner(callbacks=callbacks).invoke(
-            [*args, *paths.flags(), "--log-level", "none", "--log-level-file", "debug", "--no-use-colors"]
-        )
+        outcome = dbtRunner(callbacks=callbacks).invoke([*args, *paths.flags(), *RUNNER_FLAGS])
     result = DbtResult(command=" ".join(args), success=outcome.success, seconds=time.monotonic() - started)
     if isinstance(outcome.exception, Terminated | KeyboardInterrupt):
         raise outcome.exception  # a stop signal dbt caught: let it reach the CLI (143 / 130)
@@ -248,6 +278,7 @@ def _node(node_result: Any) -> NodeResult:
         rows_affected=response.get("rows_affected") if isinstance(response, dict) else None,
         failures=getattr(node_result, "failures", None),
         message=getattr(node_result, "message", None),
+        finished_at=max((t.completed_at for t in node_result.timing if t.completed_at), default=None),
     )
 
 
@@ -287,18 +318,73 @@ def test(
     an hourly test then costs in proportion to the new data. The unit tests check the models'
     logic, not the data, so they run with the full tests only.
     """
-    args = ["test"]
-    if checked_since is not None:
-        args += [
-            "--vars",
-            json.dumps({"checked_since": checked_since.isoformat()}),
-            "--exclude",
-            "test_type:unit",
-        ]
+    args = ["test"] if checked_since is None else ["test", "--exclude", "test_type:unit"]
     return [
-        invoke(settings, database_url, args, on_node),
+        invoke(settings, database_url, args, on_node, env=_checked_since(checked_since)),
         invoke(settings, database_url, ["source", "freshness"], on_node),
     ]
+
+
+def _checked_since(since: datetime | None) -> dict[str, str]:
+    return {CHECKED_SINCE: since.isoformat() if since is not None else ""}
+
+
+@dataclass
+class Build:
+    """An hourly Gold build, split the way run-all reports it: `transform` holds the snapshot
+    and the models, `test` their tests. The build's wall time is split at the moment its last
+    model finished (tests of the dimensions can run before the fact is built)."""
+
+    transform: DbtResult
+    test: DbtResult
+
+
+def build(
+    settings: Settings,
+    database_url: str,
+    *,
+    checked_since: datetime | None,
+    snapshot: bool = True,
+    on_node: OnNode | None = None,
+) -> Build:
+    """The snapshot, the models and their data tests in one `dbt build` (DAG order: what
+    depends on a failed model or test is skipped); a failed snapshot or model raises
+    StepFailed, failed tests are for `raise_for_failures` once `after_build` has run.
+
+    One invocation instead of a snapshot, a run and a test: dbt's start-up is paid once.
+    `checked_since` as for `test`; `snapshot=False` leaves the customer snapshot out (no
+    customer changed since it last ran).
+    """
+    exclude = ["test_type:unit"] if snapshot else ["test_type:unit", "resource_type:snapshot"]
+    args = ["build", "--exclude", *exclude, *HOURLY_FLAGS]
+    started = datetime.now(UTC).replace(tzinfo=None)
+    built = invoke(settings, database_url, args, on_node, env=_checked_since(checked_since))
+    models = [node for node in built.nodes if node.kind in BUILT_KINDS]
+    tests = [node for node in built.nodes if node.kind not in BUILT_KINDS]
+    failed = [node for node in models if node.status in FAILING_STATUSES]
+    if failed or (not built.nodes and not built.success):
+        names = ", ".join(f"{node.name} ({node.message})" for node in failed)
+        raise StepFailed(settings.redact(f"dbt {built.command} failed: {names or 'see logs'}"))
+    done = max((node.finished_at for node in models if node.finished_at), default=None)
+    building = min(max((done - started).total_seconds(), 0.0), built.seconds) if done else 0.0
+    return Build(
+        transform=DbtResult(built.command, True, building, models),
+        test=DbtResult(built.command, not tests or built.success, built.seconds - building, tests),
+    )
+
+
+def after_build(
+    settings: Settings, database_url: str, *, checked_since: datetime | None, on_node: OnNode | None = None
+) -> list[DbtResult]:
+    """What `test` runs that a `build` leaves out: the unit tests when every row is checked
+    (`checked_since` None; in a build they would run before the incremental models they read
+    exist), then source freshness."""
+    results = []
+    if checked_since is None:
+        unit = ["test", "--select", "test_type:unit", *HOURLY_FLAGS]
+        results.append(invoke(settings, database_url, unit, on_node))
+    results.append(invoke(settings, database_url, ["source", "freshness", *HOURLY_FLAGS], on_node))
+    return results
 
 
 def failure_lines(results: Sequence[DbtResult]) -> list[str]:

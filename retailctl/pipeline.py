@@ -66,6 +66,13 @@ set silver_loaded_at = excluded.silver_loaded_at, started_at = excluded.started_
     finished_at = excluded.finished_at
 """
 
+# The snapshot reads only silver.customers: unchanged since the last build, it has nothing to do.
+CUSTOMERS_CHANGED = """
+select to_regclass('gold.customers_snapshot') is null
+    or coalesce((select max(_loaded_at) from silver.customers)
+                > (select silver_loaded_at from meta.gold_state where step = 'transform'), true)
+"""
+
 GOLD_MODELS = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer")
 MISSING_MODELS = """
 select name from unnest(%s::text[]) as name where to_regclass('gold.' || quote_ident(name)) is null
@@ -337,6 +344,8 @@ def _steps(
         )
     )
     on_step("extract", extracted)
+    if any(e.files for e in extracted):  # load will write silver, so dbt will run: import it meanwhile
+        gold.preload()
     partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
     try:
         raise_for_failures(extracted)
@@ -370,7 +379,9 @@ def _steps(
 def _gold(
     settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
 ) -> None:
-    """Transform and test, unless nothing reached silver since Gold was built and tested."""
+    """Transform and test, unless nothing reached silver since Gold was built and tested: in
+    one dbt invocation (`gold.build`), recorded as the two steps it holds. The snapshot is left
+    out when no customer changed since the last build."""
     on_step = observer.step_done
     newest = silver_loaded_at(conn)
     built = dict(conn.execute(GOLD_STATE).fetchall())
@@ -381,23 +392,38 @@ def _gold(
         return
 
     history.begin("transform")
-    transformed = gold.transform(settings, database.url, on_node=observer.dbt_node)
-    conn.execute(SAVE_GOLD_STATE, ("transform", newest, None))
+    row = conn.execute(LAST_PASSING_TEST).fetchone()
+    since = row[0] if row else None
+    snapshot = bool(conn.execute(CUSTOMERS_CHANGED).fetchone()[0])  # type: ignore[index]
+    build = gold.build(
+        settings,
+        database.url,
+        checked_since=since,
+        snapshot=snapshot,
+        on_node=observer.dbt_node,
+    )
+    if all(node.status == "success" for node in build.transform.nodes):  # none skipped
+        conn.execute(SAVE_GOLD_STATE, ("transform", newest, None))
     history.record(
         StepRecord(
             "transform",
             "success",
-            history.elapsed(),
-            {node.name: node.rows_affected for result in transformed for node in result.nodes},
+            history.elapsed() - build.test.seconds,  # dbt's import included
+            {node.name: node.rows_affected for node in build.transform.nodes},
         )
     )
-    on_step("transform", transformed)
+    on_step("transform", [build.transform])
+    # every row the build wrote was written before now and tested by it: the next hour's tests
+    # start here, if these pass
+    tested_until = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
 
     history.begin("test")
-    tested = run_tests(settings, database, conn, changed=True, on_node=observer.dbt_node)
+    after = gold.after_build(settings, database.url, checked_since=since, on_node=observer.dbt_node)
+    tested = [build.test, *after]
     failures = gold.failure_lines(tested)
-    history.record(
-        StepRecord("test", "failed" if failures else "success", history.elapsed(), {"failed": failures})
-    )
+    if not failures:
+        conn.execute(SAVE_GOLD_STATE, ("test", newest, tested_until))
+    seconds = sum(result.seconds for result in tested)
+    history.record(StepRecord("test", "failed" if failures else "success", seconds, {"failed": failures}))
     on_step("test", tested)
     gold.raise_for_failures(tested)

@@ -117,7 +117,7 @@ def test_run_all_on_a_terminal_shows_live_progress_and_closes_with_the_tally(
     # dbt nodes counted against dbt's own node count
     assert any(re.search(r"extract sales .*300/300 records 6 pages", line) for line in shown), shown
     assert any(re.search(r"load sales_product .*rows 1/1 files", line) for line in shown), shown
-    assert any(re.search(r"transform dbt run .*4/4 nodes", line) for line in shown), shown
+    assert any(re.search(r"transform dbt build .*(\d+)/\1 nodes", line) for line in shown), shown
     assert any(re.search(r"test dbt test .*(\d+)/\1 nodes", line) for line in shown), shown
     tally = TALLY.fullmatch(shown[-1])
     assert tally, shown[-5:]
@@ -290,8 +290,8 @@ def test_verbose_adds_pages_files_nodes_and_setting_sources(env: dict[str, str])
     assert "setting RETAIL_API_KEY=*** (environment)" in lines
     assert "extract sales: page 6, 300 records read of ~300" in lines
     assert "load sales_customer: file 1 of 1, 300 rows" in lines
-    assert "dbt run: model sales_item started" in lines
-    assert any(re.fullmatch(r"dbt run: model sales_item success in [\d.]+s", line) for line in lines)
+    assert "dbt build: model sales_item started" in lines
+    assert any(re.fullmatch(r"dbt build: model sales_item success in [\d.]+s", line) for line in lines)
     assert API_KEY not in result.stdout + result.stderr
 
 

@@ -313,6 +313,80 @@ def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
     )
 
 
+def run_all_json(env: dict[str, str], api_url: str) -> tuple[int, dict[str, Any]]:
+    result = run_cli(["run-all", "--json"], env={**env, "RETAIL_API_URL": api_url})
+    return result.returncode, json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def test_an_hourly_run_is_one_dbt_build_on_the_parsed_project_and_skips_an_unchanged_snapshot(
+    start_mock, cli_env: dict[str, str], db_url: str, data_dir: Path
+) -> None:
+    run_all(cli_env, start_mock(sales=800).url)
+    dbt_log = data_dir / "dbt" / "logs" / "dbt.log"
+    before = dbt_log.stat().st_size
+
+    code, run = run_all_json(cli_env, start_mock(sales=900).url)  # new sales, no customer changed
+    assert code == 0
+    transformed = next(step for step in run["steps"] if step["step"] == "transform")
+    assert sorted(transformed["counts"]) == [
+        "dim_customer",
+        "dim_product",
+        "mart_sales_by_customer",
+        "sales_item",
+    ]
+    with dbt_log.open() as log:
+        log.seek(before)
+        hour = log.read()
+    invocations = re.findall(r"running dbt with arguments .*'invocation_command': '([^']*)'", hour)
+    assert len(invocations) == 2, invocations  # the build, then source freshness
+    assert "Unable to do partial parsing" not in hour  # the hour's test window is no --vars
+    assert hour.count("Partial parsing enabled, no changes found, skipping parsing") == 2
+    assert gold_figures(db_url) == ground_truth(DataConfig(sales=900))
+
+    code, run = run_all_json(cli_env, start_mock(sales=1_000, customer_version=1).url)
+    assert code == 0
+    transformed = next(step for step in run["steps"] if step["step"] == "transform")
+    assert transformed["counts"]["customers_snapshot"] > 0  # every 10th customer's emails changed
+    closed = "select count(*) from gold.customers_snapshot where dbt_valid_to is not null"
+    assert rows(db_url, closed) == [(50,)]
+
+
+def test_a_failing_test_in_the_hourly_build_skips_the_mart_then_the_next_run_catches_up(
+    start_mock, cli_env: dict[str, str], db_url: str
+) -> None:
+    run_all(cli_env, start_mock(sales=800).url)
+    with psycopg.connect(db_url, autocommit=True) as conn:  # a duplicate written "this hour"
+        conn.execute(
+            "insert into gold.sales_item select sales_item_id, sale_id, line_no, sales_datetime, day, "
+            "customer_id, product_sku, product_description, item_quantity, item_amount, unit_amount, "
+            "discount_perc, _source_loaded_at, now() from gold.sales_item where sales_item_id = '7-1'"
+        )
+        conn.execute("update gold.sales_item set _updated_at = now() where sales_item_id = '7-1'")
+    failed = run_cli(["run-all"], env={**cli_env, "RETAIL_API_URL": start_mock(sales=900).url})
+    assert failed.returncode == 3
+    assert "model mart_sales_by_customer: skipped" in failed.stdout
+    error = failed.stderr.splitlines()[-1]
+    assert error.startswith("error: 3 dbt test(s) failed: ")
+    for test in (
+        "unique_sales_item_sales_item_id",
+        "unique_combination_of_columns_sales_item_sale_id__line_no",
+    ):
+        assert f"{test}: 1 failing row(s)" in error
+    assert "reconcile_sales_item_with_silver: 1 failing row(s)" in error
+    assert re.search(r"failed at test .*tests: \d+ passed, 3 failed$", failed.stdout.splitlines()[-1])
+    in_mart = "select (select sum(n_items) from gold.mart_sales_by_customer), count(*) from gold.sales_item"
+    mart_lines, fact_lines = rows(db_url, in_mart)[0]
+    assert mart_lines < fact_lines - 1  # the mart was not built on a failing fact: no new sale in it
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "delete from gold.sales_item where ctid = "
+            "(select max(ctid) from gold.sales_item where sales_item_id = '7-1')"
+        )
+    run_all(cli_env, start_mock(sales=900).url)  # nothing new in silver, but Gold was not tested
+    assert gold_figures(db_url) == ground_truth(DataConfig(sales=900))
+
+
 def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[str, str]) -> None:
     run_all(cli_env, start_mock(sales=600, invalid_rate=0.05).url)
     report = json.loads(run_cli(["status", "--json"], env=cli_env).stdout)

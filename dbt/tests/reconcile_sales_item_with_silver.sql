@@ -1,8 +1,9 @@
 -- Gold holds every silver sale line exactly once, to the cent: fails with one row if the line
 -- count or the sum of amounts differ (lines still waiting for their sale header excepted).
--- With checked_since, only the sales whose lines were loaded or written since, or that the
--- change log names since (a removed line leaves no silver row behind), are compared.
-{% set since = var('checked_since', '-infinity') %}
+-- With checked_since() (macros/checked_since.sql), only the sales whose lines were loaded or
+-- written since, or that the change log names since (a removed line leaves no silver row
+-- behind), are compared.
+{% set since = checked_since() or '-infinity' %}
 
 with
 
