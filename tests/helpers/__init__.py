@@ -39,7 +39,7 @@ VERSIONS = [
     "003_changes",
     "004_changes_meta",
     "005_quarantined_lines",
-    "008_run_host",
+    "006_run_host",
 ]  # the files of schema/
 APPLIED_ALL = f"applied {len(VERSIONS)} migration(s): {', '.join(VERSIONS)}"
 RETAILCTL = [sys.executable, "-m", "retailctl"]
