@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
 from retailctl.store.embedded import EmbeddedPostgres
 from tests.helpers import API_KEY, RETAILCTL, fresh_database, run_cli
 from tests.helpers.scripted_api import Gate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (`pytest &` in a script)
+    inherits SIGINT ignored and passes that on to every child: the CLI processes the Ctrl-C
+    tests interrupt would never see it. A handler here is reset to the default at exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
