@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from mock_api import BackgroundServer, DataConfig, FaultConfig, MockConfig
 from retailctl.store.embedded import EmbeddedPostgres
-from tests.helpers import API_KEY, RETAILCTL, fresh_database
+from tests.helpers import API_KEY, RETAILCTL, fresh_database, run_cli
 from tests.helpers.scripted_api import Gate
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background by a non-interactive shell (`pytest &` in a script)
+    inherits SIGINT ignored and passes that on to every child: the CLI processes the Ctrl-C
+    tests interrupt would never see it. A handler here is reset to the default at exec."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
@@ -90,14 +103,7 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli_env(db_url: str, data_dir: Path, mock_api: BackgroundServer) -> dict[str, str]:
     """The environment of a configured (non-demo) retailctl."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("RETAIL_")},
-        "RETAIL_DATABASE_URL": db_url,
-        "RETAIL_API_URL": mock_api.url,
-        "RETAIL_API_KEY": API_KEY,
-        "RETAIL_DATA_DIR": str(data_dir),
-        "RETAIL_HTTP_RETRIES": "8",
-    }
+    return configured_env(db_url, data_dir, mock_api.url)
 
 
 @pytest.fixture
@@ -167,3 +173,81 @@ def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> object:
     for name, value in created.env.items():
         monkeypatch.setenv(name, value)
     return created
+
+
+# -- a pipeline run built once, copied per test ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    """A finished real `run-all` against a mock serving `config`: a template database and its
+    data dir, to copy from, and that mock (still serving, so a copy can run again)."""
+
+    config: DataConfig
+    admin_url: str
+    template: str
+    data_dir: Path
+    api_url: str
+
+
+@dataclass(frozen=True)
+class BuiltCopy:
+    """A test's own copy of a built run: its database, its data dir, the CLI environment."""
+
+    db_url: str
+    data_dir: Path
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def built_runs(
+    pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[DataConfig], Built]]:
+    """One real `run-all` per DataConfig per session (per xdist worker: the tests that share a
+    config are in one xdist_group), for tests that start from a finished run rather than test
+    the first run itself."""
+    built: dict[DataConfig, Built] = {}
+    with contextlib.ExitStack() as stack:
+
+        def build(config: DataConfig) -> Built:
+            if config not in built:
+                template_url = stack.enter_context(fresh_database(pg_admin_url))
+                server = stack.enter_context(BackgroundServer(MockConfig(data=config, api_key=API_KEY)))
+                data_dir = tmp_path_factory.mktemp("built-data")
+                result = run_cli(["run-all"], env=configured_env(template_url, data_dir, server.url))
+                assert result.returncode == 0, result.stdout + result.stderr
+                template = urlsplit(template_url).path.lstrip("/")
+                built[config] = Built(config, pg_admin_url, template, data_dir, server.url)
+            return built[config]
+
+        yield build
+
+
+@pytest.fixture
+def copy_built(
+    built_runs: Callable[[DataConfig], Built], data_dir: Path
+) -> Iterator[Callable[[DataConfig], BuiltCopy]]:
+    """The state a real `run-all` against a mock serving `config` leaves, for this test alone:
+    the database cloned from the built template, the data dir (bronze, dbt's target) copied
+    into this test's `data_dir`; the copy is dropped after the test."""
+    with contextlib.ExitStack() as stack:
+
+        def copy(config: DataConfig) -> BuiltCopy:
+            built = built_runs(config)
+            db_url = stack.enter_context(fresh_database(built.admin_url, template=built.template))
+            shutil.copytree(built.data_dir, data_dir, symlinks=True, dirs_exist_ok=True)
+            return BuiltCopy(db_url, data_dir, configured_env(db_url, data_dir, built.api_url))
+
+        yield copy
+
+
+def configured_env(db_url: str, data_dir: Path, api_url: str) -> dict[str, str]:
+    """The environment of a configured (non-demo) retailctl, as `cli_env` builds it."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RETAIL_")},
+        "RETAIL_DATABASE_URL": db_url,
+        "RETAIL_API_URL": api_url,
+        "RETAIL_API_KEY": API_KEY,
+        "RETAIL_DATA_DIR": str(data_dir),
+        "RETAIL_HTTP_RETRIES": "8",
+    }

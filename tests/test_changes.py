@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from psycopg import sql
 
 from mock_api import DataConfig, RetailData
@@ -182,14 +183,15 @@ def verify_exit(env: dict[str, str]) -> int:
 CORRECTED = DataConfig(sales=600, customers=40, products=60)
 
 
+@pytest.mark.xdist_group("corrected")
 def test_corrections_inside_the_lookback_reach_every_layer_then_an_idle_run_changes_nothing(
-    start_mock: Any, db_url: str, data_dir: Path
+    start_mock: Any, copy_built: Any
 ) -> None:
-    api = start_mock(**vars(CORRECTED))
+    built = copy_built(CORRECTED)  # a first run-all (the default lookback, 5000 ids: every sale)
+    db_url, data_dir = built.db_url, built.data_dir
+    api = start_mock(**vars(CORRECTED))  # the same source, this test's own to correct
     truth = RetailData(CORRECTED)
-    env = env_for(db_url, data_dir, api.url)  # the default lookback, 5000 ids: every sale
-    first = cli_json(["run-all"], env)
-    assert first["status"] == "success"
+    env = env_for(db_url, data_dir, api.url)
     assert_layers_equal_truth(db_url, truth_lines(truth))
 
     corrected = admin(api.url, "corrections", count=12, window=300)["corrected"]
@@ -271,10 +273,12 @@ def test_corrections_older_than_the_lookback_need_a_backfill(
     assert verify_exit(env) == 0
 
 
-def test_delisted_then_relisted_customers_and_products(start_mock: Any, db_url: str, data_dir: Path) -> None:
-    api = start_mock(**vars(CORRECTED))
+@pytest.mark.xdist_group("corrected")
+def test_delisted_then_relisted_customers_and_products(start_mock: Any, copy_built: Any) -> None:
+    built = copy_built(CORRECTED)  # after a first run-all
+    db_url, data_dir = built.db_url, built.data_dir
+    api = start_mock(**vars(CORRECTED))  # the same source, this test's own to delist from
     env = env_for(db_url, data_dir, api.url)
-    cli_json(["run-all"], env)
     fact = scalar_row(db_url, FACT_VALUES)
     delisted = admin(api.url, "delist", products=2, customers=1)
     run = cli_json(["run-all"], env)
@@ -323,7 +327,9 @@ def test_a_snapshot_stopped_on_a_repeated_page_marks_nothing_deleted(
 def test_run_all_killed_while_loading_corrections_then_one_clean_run_equals_an_uninterrupted_one(
     start_mock: Any, db_url: str, reference_db_url: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    config = DataConfig(sales=20_000, customers=300, products=100)
+    # 6,000 sales re-read every run: what a kill may interrupt is the load of one round's
+    # corrections, whatever the history's size
+    config = DataConfig(sales=6_000, customers=300, products=100)
     killed_api, reference_api = start_mock(**vars(config)), start_mock(**vars(config))
     env = env_for(db_url, data_dir, killed_api.url, RETAIL_PAGE_SIZE="1000")
     reference_dir = tmp_path / "reference"
@@ -333,9 +339,9 @@ def test_run_all_killed_while_loading_corrections_then_one_clean_run_equals_an_u
         reference_dir,
         reference_api.url,
         RETAIL_PAGE_SIZE="1000",
-        RETAIL_SALES_LOOKBACK="20000",
+        RETAIL_SALES_LOOKBACK="6000",
     )
-    env["RETAIL_SALES_LOOKBACK"] = "20000"  # every sale re-read: corrections all over history
+    env["RETAIL_SALES_LOOKBACK"] = "6000"  # every sale re-read: corrections all over history
     cli_json(["run-all"], env)
     cli_json(["run-all"], reference_env)
     rng = random.Random(12)

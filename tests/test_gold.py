@@ -15,9 +15,11 @@ import pytest
 
 from mock_api import DataConfig, RetailData
 from retailctl.extract import records
-from tests.helpers import run_cli
+from tests.helpers import SMALL_RUN, run_cli
 
-pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
+# every test here starts from the same real run-all (mock, Postgres, dbt), built once by the
+# conftest's `copy_built` and copied per test; the group keeps it on one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("small_run")]
 
 FOUR_PLACES = Decimal("0.0001")
 UNIT_TESTS = (
@@ -40,11 +42,6 @@ COLUMN_DESCRIPTIONS = """
 """
 
 
-def run_all(env: dict[str, str], api_url: str) -> None:
-    result = run_cli(["run-all"], env={**env, "RETAIL_API_URL": api_url})
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def query(db_url: str, sql: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(db_url) as conn:
         return conn.execute(sql).fetchall()
@@ -63,11 +60,10 @@ def documented(data_dir: Path) -> tuple[dict[str, str], dict[tuple[str, str], st
     return tables, columns
 
 
-def test_every_gold_table_and_column_is_described_in_postgres(
-    start_mock, cli_env: dict[str, str], db_url: str, data_dir: Path
-) -> None:
-    run_all(cli_env, start_mock(sales=300).url)
-    assert run_cli(["transform"], env=cli_env).returncode == 0  # writes dbt's manifest.json, run-all not
+def test_every_gold_table_and_column_is_described_in_postgres(copy_built) -> None:
+    built = copy_built(SMALL_RUN)
+    db_url, data_dir = built.db_url, built.data_dir
+    assert run_cli(["transform"], env=built.env).returncode == 0  # writes dbt's manifest.json, run-all not
     tables, columns = documented(data_dir)
     assert sorted(tables) == [
         "customers_snapshot",
@@ -120,9 +116,9 @@ def expected_discounts(config: DataConfig) -> tuple[dict[str, Decimal], dict[tup
     return lines, means
 
 
-def test_discounts_are_stored_to_4_decimal_places(start_mock, cli_env: dict[str, str], db_url: str) -> None:
-    run_all(cli_env, start_mock(sales=300).url)
-    lines, means = expected_discounts(DataConfig(sales=300))
+def test_discounts_are_stored_to_4_decimal_places(copy_built) -> None:
+    db_url = copy_built(SMALL_RUN).db_url
+    lines, means = expected_discounts(SMALL_RUN)
     fact = query(db_url, "select sales_item_id, discount_perc::text from gold.sales_item")
     assert dict(fact) == {key: str(value) for key, value in lines.items()}  # 4 places, as text
     mart = query(db_url, "select customer_id, day, avg_discount::text from gold.mart_sales_by_customer")
@@ -131,10 +127,9 @@ def test_discounts_are_stored_to_4_decimal_places(start_mock, cli_env: dict[str,
     }
 
 
-def test_unit_tests_run_in_retailctl_test_and_a_failing_one_exits_3(
-    start_mock, cli_env: dict[str, str], db_url: str
-) -> None:
-    run_all(cli_env, start_mock(sales=300).url)
+def test_unit_tests_run_in_retailctl_test_and_a_failing_one_exits_3(copy_built) -> None:
+    built = copy_built(SMALL_RUN)
+    cli_env, db_url = built.env, built.db_url
     passing = run_cli(["test"], env=cli_env)
     assert passing.returncode == 0, passing.stderr
     lines = passing.stdout.splitlines()

@@ -19,11 +19,16 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
+from mock_api import DataConfig
 from tests.helpers import run_cli
 
-MOCK = {"sales": 400, "customers": 20, "hidden_products": 5}
+pytestmark = pytest.mark.xdist_group("gold_changes")  # one worker builds BUILT once
+
+# every test starts from one real `run-all` against a mock serving this, built once (conftest)
+BUILT = DataConfig(sales=400, customers=20, hidden_products=5)
 GOLD_TABLES = ("dim_customer", "dim_product", "sales_item", "mart_sales_by_customer", "customers_snapshot")
 
 # -- a simulated load: the silver half's contract, by hand -----------------------------------
@@ -233,10 +238,10 @@ def pick_sales(db_url: str) -> dict[str, Any]:
 
 
 def test_corrections_reach_the_fact_and_the_mart_exactly(
-    start_mock, cli_env: dict[str, str], db_url: str
+    copy_built,
 ) -> None:
-    env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
-    run_all(env)
+    built = copy_built(BUILT)  # after its run-all
+    env, db_url = built.env, built.db_url
     sales = pick_sales(db_url)
     a, b, c, d, e = (sales[k] for k in ("moved", "shrunk", "changed", "twice", "with_new"))
     f, f_line, f_sku = sales["inferred"]
@@ -356,10 +361,10 @@ def test_corrections_reach_the_fact_and_the_mart_exactly(
 
 
 def test_delisted_then_relisted_product_and_customer(
-    start_mock, cli_env: dict[str, str], db_url: str
+    copy_built,
 ) -> None:
-    env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
-    run_all(env)
+    built = copy_built(BUILT)  # after its run-all
+    env, db_url = built.env, built.db_url
     sku, customer = query(
         db_url,
         "select l.product_sku, h.customer_id from silver.sales_product as l "
@@ -446,12 +451,12 @@ def test_delisted_then_relisted_product_and_customer(
 
 
 def test_a_run_whose_only_change_is_a_removed_line_still_builds_gold(
-    start_mock, cli_env: dict[str, str], db_url: str
+    copy_built,
 ) -> None:
     """The idle check sees the change log: without it, no silver _loaded_at moved, dbt would be
     skipped and the fact would keep the removed line."""
-    env = {**cli_env, "RETAIL_API_URL": start_mock(**MOCK).url}
-    run_all(env)
+    built = copy_built(BUILT)  # after its run-all
+    env, db_url = built.env, built.db_url
     assert step_statuses(run_all(env))["transform"] == "skipped"  # idle: nothing new
     sale = scalar(
         db_url,

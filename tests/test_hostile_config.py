@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from retailctl.config import redact_url, url_secrets
-from tests.helpers import APPLIED_ALL, run_cli
+from tests.helpers import APPLIED_ALL, invoke, run_cli
 
 BASE = {"PATH": "/usr/bin:/bin", "RETAIL_API_URL": "http://127.0.0.1:9"}
 
@@ -119,8 +119,9 @@ def test_redaction_rules() -> None:
 def test_a_bad_url_is_one_line_and_exit_78_for_every_command(
     env: dict[str, str], line: str, command: list[str]
 ) -> None:
-    result = run_cli(command, env={**BASE, **env})
-    assert result.returncode == 78
+    """In-process: the settings are checked before any work, so no child process is needed."""
+    result = invoke(command, env={**BASE, **env})
+    assert result.exit_code == 78
     assert result.stderr.splitlines() == [f"error: {line}"]
 
 

@@ -27,7 +27,7 @@ import typer.main
 from prometheus_client.parser import text_string_to_metric_families
 
 from retailctl.cli import app
-from tests.helpers import API_KEY, RETAILCTL, VERSIONS, invoke, run_cli
+from tests.helpers import API_KEY, RETAILCTL, SMALL_RUN, VERSIONS, invoke, run_cli
 
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07|[()][A-Z0-9])")
 TALLY = re.compile(
@@ -529,15 +529,15 @@ def ping_server(start_ping_server: Callable[..., PingServer]) -> PingServer:
     return start_ping_server()
 
 
-@pytest.mark.slow  # runs dbt
-def test_pings_start_then_success_or_the_exit_code(
-    env: dict[str, str], db_url: str, ping_server: PingServer
-) -> None:
+@pytest.mark.xdist_group("small_run")
+def test_pings_start_then_success_or_the_exit_code(copy_built, ping_server: PingServer) -> None:
+    built = copy_built(SMALL_RUN)  # after a first run-all: the run pinging is an idle one
+    db_url = built.db_url
     token = str(uuid.uuid4())
-    ping_env = {**env, "RETAIL_HEALTHCHECK_URL": f"{ping_server.url}/{token}"}
+    ping_env = {**built.env, "RETAIL_HEALTHCHECK_URL": f"{ping_server.url}/{token}"}
     ok = run_cli(["run-all"], env=ping_env)
     assert ok.returncode == 0, ok.stderr
-    run_id = str(scalar(db_url, "select run_id from meta.pipeline_runs"))
+    run_id = str(scalar(db_url, "select run_id from meta.pipeline_runs order by started_at desc limit 1"))
     assert [(m, p, r) for m, p, r, _ in ping_server.received] == [
         ("POST", f"/{token}/start", run_id),
         ("POST", f"/{token}", run_id),
@@ -578,11 +578,11 @@ def silent_server() -> Iterator[str]:
     silent.close()
 
 
-@pytest.mark.slow  # runs dbt
+@pytest.mark.xdist_group("small_run")
 def test_a_ping_server_that_never_answers_delays_the_run_a_bounded_time(
-    env: dict[str, str], silent_server: str
+    copy_built, silent_server: str
 ) -> None:
-    assert run_cli(["run-all"], env=env).returncode == 0  # the work done: the next run is idle
+    env = copy_built(SMALL_RUN).env  # after a first run-all: the work done, the next run is idle
     started = time.monotonic()
     assert run_cli(["run-all"], env=env).returncode == 0
     baseline = time.monotonic() - started

@@ -20,7 +20,7 @@ import pytest
 from mock_api import DataConfig, FaultConfig, RetailData
 from retailctl.extract import records
 from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
-from tests.helpers import cli_resource_dir, run_cli, wait_until
+from tests.helpers import SMALL_RUN, cli_resource_dir, run_cli, wait_until
 from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
 
 pytestmark = pytest.mark.slow  # every test here runs the whole pipeline, dbt included
@@ -195,10 +195,10 @@ def test_two_runs_at_once_one_exits_75(cli_env: dict[str, str], db_url: str, spa
     assert waited < 5  # start-up included; the lock itself is tried once, not waited for
 
 
-def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(
-    start_mock, cli_env: dict[str, str], db_url: str
-) -> None:
-    run_all(cli_env, start_mock(sales=500).url)
+@pytest.mark.xdist_group("small_run")
+def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(copy_built) -> None:
+    built = copy_built(SMALL_RUN)  # after its run-all
+    cli_env, db_url = built.env, built.db_url
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "insert into gold.sales_item select * from gold.sales_item where sale_id = 7 and line_no = 1"
@@ -288,10 +288,10 @@ def test_chaos_kills_then_one_clean_run_equal_an_uninterrupted_run(
     assert statuses == {"success", "interrupted"}  # kills landed mid-run; the dead runs are marked
 
 
-def test_changed_only_tests_check_new_rows_and_full_tests_check_all(
-    start_mock, cli_env: dict[str, str], db_url: str
-) -> None:
-    run_all(cli_env, start_mock(sales=800).url)  # run-all's tests pass and are remembered
+@pytest.mark.xdist_group("small_run")
+def test_changed_only_tests_check_new_rows_and_full_tests_check_all(copy_built) -> None:
+    built = copy_built(SMALL_RUN)  # after its run-all, whose tests passed and are remembered
+    cli_env, db_url = built.env, built.db_url
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("update gold.sales_item set item_quantity = 0 where sales_item_id = '5-1'")
     old_problem = run_cli(["test", "--changed"], env=cli_env)
@@ -404,10 +404,10 @@ def test_status_reports_cursor_runs_rows_and_rejects(start_mock, cli_env: dict[s
     assert f"gold rows\tsales_item\t{valid_lines}" in plain
 
 
-def test_docs_generate_writes_the_catalog_under_the_data_dir(
-    start_mock, cli_env: dict[str, str], data_dir
-) -> None:
-    run_all(cli_env, start_mock(sales=200).url)
+@pytest.mark.xdist_group("small_run")
+def test_docs_generate_writes_the_catalog_under_the_data_dir(copy_built) -> None:
+    built = copy_built(SMALL_RUN)  # after its run-all
+    cli_env, data_dir = built.env, built.data_dir
     result = run_cli(["docs"], env=cli_env)
     assert result.returncode == 0, result.stderr
     target = data_dir / "dbt" / "target"

@@ -33,6 +33,8 @@ from tests.helpers import API_KEY, RETAILCTL, database_url, extract, run_cli, se
 
 CONFIG = DataConfig(sales=3_000, invalid_rate=0.01)
 
+pytestmark = pytest.mark.xdist_group("verify")  # one xdist worker builds `built` once
+
 Truth = dict[date, tuple[int, int, Decimal]]
 
 
