@@ -217,8 +217,9 @@ def verify(database: Database, settings: Settings, since: date | None = None) ->
 def verify_whole_bronze(database: Database, settings: Settings) -> VerifyResult:
     """verify over the days bronze still holds whole (the full `retailctl test`): after a
     `bronze prune`, from the day after the newest pruned file, so pruning never fails it."""
+    listed = {entry.relative for entry in open_bronze(settings.bronze_location).list("sales_customer")}
     with database.connect(autocommit=True, purpose="verify") as conn:
-        pruned = _pruned_file_days(conn, settings.bronze_dir)
+        pruned = _pruned_file_days(conn, listed)
     return verify(database, settings, max(pruned) + timedelta(days=1) if pruned else None)
 
 

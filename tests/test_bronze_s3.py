@@ -80,6 +80,8 @@ def test_extract_load_then_run_all_with_bronze_in_the_bucket(
     assert gold_figures(db_url) == ground_truth(grown)  # every sale, to the cent
     verify = run_cli(["verify"], env=env)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    full_test = run_cli(["test"], env=env)  # its verify lists the bucket for pruned files
+    assert full_test.returncode == 0, full_test.stdout + full_test.stderr
 
     config = run_cli(["config"], env=env)
     assert f"RETAIL_BRONZE_URL\t{bucket.url}\tenvironment" in config.stdout.splitlines()
