@@ -16,7 +16,8 @@ RETAIL_SALES_LOOKBACK=5000 throughout:
      beside `retailctl --version` (the interpreter and imports: the floor of any command)
   4. `retailctl verify --json`: wall time and its own peak RSS (bench_verify.py measures its
      split between the bronze scan and the database)
-Prints one table per size and writes the figures as JSON (--json-out).
+Prints one table per size and writes the figures as JSON (--json-out); `--markdown JSON`
+prints the README's table from such a file.
 """
 
 from __future__ import annotations
@@ -134,6 +135,50 @@ def report(m: dict[str, Any]) -> None:
     )
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The README's table, columns per history size, from one run's JSON (never typed by hand)."""
+
+    def row(label: str, cell: Any) -> str:
+        return "| " + " | ".join([label, *(cell(m) for m in results)]) + " |"
+
+    def steps(line: str) -> str:
+        return (
+            line.replace("ex ", "extract ")
+            .replace(" lo ", ", load ")
+            .replace(" tr ", ", transform ")
+            .replace(" te ", ", test ")
+        )
+
+    lines = [
+        "| | "
+        + " | ".join(f"{m['sales']:,} sales ({m['lines']:,} lines, {m['days']:,} days)" for m in results)
+        + " |",
+        "| --- |" + " ---: |" * len(results),
+        row(
+            f"hourly `run-all`, +{INCREMENT:,} sales",
+            lambda m: f"{m['plain_s']:.2f} s ({steps(m['step_seconds']['plain'])})",
+        ),
+        row(
+            f"the same + {CORRECTIONS} corrections",
+            lambda m: f"{m['corrected_s']:.2f} s ({steps(m['step_seconds']['corrected'])})",
+        ),
+        row("corrections' cost", lambda m: f"{m['corrected_s'] - m['plain_s']:+.2f} s"),
+        row(
+            "sales load rewrote (plain / corrected runs)",
+            lambda m: (
+                f"{','.join(map(str, m['plain_rewritten']))} / {','.join(map(str, m['corrected_rewritten']))}"
+            ),
+        ),
+        row(
+            f"idle `run-all` ({LOOKBACK:,} sales re-read, unchanged)",
+            lambda m: f"{m['idle_s']:.2f} s ({steps(m['step_seconds']['idle'])})",
+        ),
+        row("`retailctl --version`", lambda m: f"{m['version_s']:.2f} s"),
+        row("`retailctl verify`", lambda m: f"{m['verify_s']:.1f} s, peak RSS {m['verify_rss_mb']:.0f} MB"),
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,7 +186,13 @@ def main() -> None:
     parser.add_argument("--sales", type=int, action="append")
     parser.add_argument("--runs", type=int, default=3, help="medians of this many")
     parser.add_argument("--json-out", type=Path, default=Path("bench/results/changes.json"))
+    parser.add_argument(
+        "--markdown", type=Path, metavar="JSON", help="print the README table of a run's JSON"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     results = []
     for sales in args.sales or [200_000]:
         started = time.perf_counter()
