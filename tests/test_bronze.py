@@ -297,7 +297,8 @@ def test_sigkill_mid_extraction_then_rerun_holds_every_sale(
         return None
 
     with ScriptedApi(hold_two_pages, DataConfig(sales=6_000)) as api:
-        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100"}
+        # no lookback: the second run starts at the cursor, so the request numbers below hold
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100", "RETAIL_SALES_LOOKBACK": "0"}
         # Chunks of 8 pages: page 12 is asked for once the first chunk is durable, page 30 in
         # the second run (from id 801) once two more are; each kill lands mid-chunk.
         for stop, cursor in ((first_stop, 801), (second_stop, 2_401)):
