@@ -33,6 +33,8 @@ from retailctl.prefetch import prefetch
 from retailctl.store import state
 
 PAGES_PER_CHUNK = 8
+# a long backfill vacuums meta.sale_hashes every this many rows pruned (and every run at its end)
+VACUUM_AFTER_PRUNED = 100_000
 
 # entity, records read so far (rejected included), pages so far, and the expected total
 # where the API's total_items allows an estimate
@@ -107,6 +109,7 @@ def read_sales(
                 _commit_chunk(conn, batch, result, moves_cursor, hashes)
                 batch, pages_in_batch = _Chunk(bronze, cursor), 0
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
+        hashes.vacuum()
     except ContractViolation as exc:  # this entity fails; the pages read before it are kept
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
         result.error = str(exc)
@@ -252,6 +255,7 @@ def _commit_chunk(
         if moves_cursor:
             state.advance_cursor(conn, next_id, note)
         hashes.save()
+    hashes.vacuum(at_least=VACUUM_AFTER_PRUNED)
 
 
 class _Hashes:
@@ -262,6 +266,8 @@ class _Hashes:
         self.conn = conn
         self.lookback = lookback
         self.pending: dict[int, bytes] = {}  # read this chunk: recorded once its files are durable
+        self.pruned_below = 0  # where this run's last prune stopped
+        self.pruned = 0  # rows deleted since the last vacuum
 
     def known(self, sales: list[Any]) -> dict[int, bytes]:
         """The recorded hashes of a page's sales (one query per page)."""
@@ -287,5 +293,14 @@ class _Hashes:
     def save(self) -> None:
         """In the caller's transaction, after the files are durable."""
         if self.lookback:
-            state.put_sale_hashes(self.conn, self.pending, self.lookback)
+            self.pruned_below, pruned = state.put_sale_hashes(
+                self.conn, self.pending, self.lookback, self.pruned_below
+            )
+            self.pruned += pruned
         self.pending = {}
+
+    def vacuum(self, *, at_least: int = 1) -> None:
+        """After `save`'s transaction: reclaim the pruned rows once there are `at_least`."""
+        if self.pruned >= at_least:
+            state.vacuum_sale_hashes(self.conn)
+            self.pruned = 0

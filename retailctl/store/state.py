@@ -35,17 +35,23 @@ set content_hash = excluded.content_hash, records = excluded.records, path = exc
     updated_at = excluded.updated_at
 """
 SALE_HASHES_QUERY = "select sale_id, sha256 from meta.sale_hashes where sale_id = any(%s)"
+# Only the hashes inside the window: a backfill reads far more sales than it keeps hashes of.
 PUT_SALE_HASHES = """
 insert into meta.sale_hashes (sale_id, sha256)
-select * from unnest(%s::bigint[], %s::bytea[])
+select * from unnest(%(ids)s::bigint[], %(hashes)s::bytea[]) as h (sale_id, sha256)
+where h.sale_id >= %(floor)s
 on conflict (sale_id) do update set sha256 = excluded.sha256
 """
-# Below the lookback window of the cursor as it now stands: never re-read by an hourly run.
-PRUNE_SALE_HASHES = """
-delete from meta.sale_hashes
-where sale_id < coalesce((select last_sales_id from meta.ingestion_state where source_name = %s), 1)
-                - %s
+# The first id of the lookback window of the cursor as it now stands: hashes below it are for
+# sales an hourly run never re-reads.
+SALE_HASHES_FLOOR = """
+select coalesce((select last_sales_id from meta.ingestion_state where source_name = %s), 1) - %s
 """
+# Bounded below too: an index scan from the table's first key would walk every entry deleted
+# since the last vacuum (millions, in a long backfill); from where the last prune stopped it
+# reads only the rows it deletes.
+PRUNE_SALE_HASHES = "delete from meta.sale_hashes where sale_id >= %s and sale_id < %s"
+VACUUM_SALE_HASHES = "vacuum meta.sale_hashes"
 FORGET_SALE_HASHES = "delete from meta.sale_hashes where sale_id >= %s"
 PUT_SNAPSHOT_FILE = """
 insert into meta.snapshot_files (path, entity, complete, records) values (%s, %s, %s, %s)
@@ -105,12 +111,27 @@ def sale_hashes(conn: psycopg.Connection, sale_ids: list[int]) -> dict[int, byte
     return {row[0]: bytes(row[1]) for row in conn.execute(SALE_HASHES_QUERY, (sale_ids,))}
 
 
-def put_sale_hashes(conn: psycopg.Connection, hashes: dict[int, bytes], lookback: int) -> None:
-    """Record the hashes of the sales just made durable, and forget those below the window
-    of the cursor (move the cursor first); the caller commits."""
+def put_sale_hashes(
+    conn: psycopg.Connection, hashes: dict[int, bytes], lookback: int, pruned_below: int = 0
+) -> tuple[int, int]:
+    """Record the hashes of the sales just made durable that are inside the window of the
+    cursor (move the cursor first), and forget those below it, from `pruned_below` (where the
+    previous prune of this run stopped; 0 the first time); the caller commits. Returns where
+    this prune stopped and how many rows it deleted."""
+    row = conn.execute(SALE_HASHES_FLOOR, (SALES_SOURCE, lookback)).fetchone()
+    assert row is not None
+    floor = int(row[0])
     if hashes:
-        conn.execute(PUT_SALE_HASHES, (list(hashes), list(hashes.values())))
-    conn.execute(PRUNE_SALE_HASHES, (SALES_SOURCE, lookback))
+        conn.execute(PUT_SALE_HASHES, {"ids": list(hashes), "hashes": list(hashes.values()), "floor": floor})
+    pruned = conn.execute(PRUNE_SALE_HASHES, (pruned_below, floor)).rowcount if floor > pruned_below else 0
+    return max(floor, pruned_below), pruned
+
+
+def vacuum_sale_hashes(conn: psycopg.Connection) -> None:
+    """Reclaim the rows pruned: the table is a queue (inserted at one end, deleted at the
+    other) and a server with autovacuum off, or slow to reach it, would let it bloat with
+    every run. Outside a transaction (`conn` in autocommit mode)."""
+    conn.execute(VACUUM_SALE_HASHES)
 
 
 def put_snapshot_file(conn: psycopg.Connection, path: str, entity: str, complete: bool, records: int) -> None:
