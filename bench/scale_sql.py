@@ -97,7 +97,9 @@ from floor.sales_item
 """
 PARTITION = "create table layout.{name} partition of layout.sales_item for values from ({start}) to ({end})"
 FILL_PARTITIONED = "insert into layout.sales_item select * from floor.sales_item"
+# the fact model's BRIN index (built with the floor's indexes); the layouts drop it for "plain"
 BRIN_ON_DAY = "create index sales_item_day_brin on floor.sales_item using brin (day)"
+DROP_BRIN_ON_DAY = "drop index floor.sales_item_day_brin"
 
 # The three workloads, each with {fact} for the layout's table.
 # 1. the hourly fact increment: delete+insert of the latest 1,000 sales' rows (as dbt's

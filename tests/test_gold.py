@@ -116,6 +116,22 @@ def expected_discounts(config: DataConfig) -> tuple[dict[str, Decimal], dict[tup
     return lines, means
 
 
+def test_the_fact_is_indexed_for_the_hourly_increment_and_for_ranges_of_days(copy_built) -> None:
+    db_url = copy_built(SMALL_RUN).db_url
+    definitions = query(
+        db_url, "select indexdef from pg_indexes where schemaname = 'gold' and tablename = 'sales_item'"
+    )
+    methods = sorted(definition.split(" USING ")[1] for (definition,) in definitions)
+    assert methods == [
+        "brin (day)",  # a month of revenue by day reads that month's blocks (docs/scale.md)
+        "btree (_source_loaded_at)",
+        "btree (_updated_at)",
+        "btree (customer_id, day)",
+        "btree (sale_id)",
+        "btree (sales_item_id)",
+    ]
+
+
 def test_discounts_are_stored_to_4_decimal_places(copy_built) -> None:
     db_url = copy_built(SMALL_RUN).db_url
     lines, means = expected_discounts(SMALL_RUN)

@@ -5,6 +5,11 @@
     silver always keeps a line: extract rejects a sale without items, so a removal is always a
     rewrite of a sale still in the batch.)
     post_hook: fresh (sampled, so cheap at any size) statistics keep the next run's plans on indexes.
+    BRIN on day: lines are appended in sale order, so a range of days is a range of blocks; at
+    10M sales a month of revenue by day took 287 ms with it, 989 ms without, for a 3 s build and
+    no measurable cost to the hourly increment (bench/bench_scale.py --layouts, docs/scale.md).
+    Like every index of an incremental model, dbt creates it with the table: an existing fact
+    gets it from `retailctl transform --full-refresh`.
 #}
 {{
     config(
@@ -18,6 +23,7 @@
             {'columns': ['_source_loaded_at']},
             {'columns': ['_updated_at']},
             {'columns': ['customer_id', 'day']},
+            {'columns': ['day'], 'type': 'brin'},
         ],
     )
 }}
