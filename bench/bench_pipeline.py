@@ -14,7 +14,8 @@ Per size, against the bundled mock API in its own process and a scratch database
      partial-parse cache warm (bench/dbt_floor.py)
   6. `run-all` with nothing new (an idle hour), beside `retailctl --version` (Python start-up
      and the CLI's imports)
-Prints one table per size and writes everything as JSON (--json-out).
+Prints one table per size and writes everything as JSON (--json-out); `--markdown JSON` prints
+the README's table from such a file.
 """
 
 from __future__ import annotations
@@ -121,20 +122,23 @@ def measure(sales: int, runs: int) -> dict[str, Any]:
     return out
 
 
+def report_rates(m: dict[str, Any]) -> None:
+    """The rates the table shows, added to `m` (and so to the JSON)."""
+    sales, rows = m["sales"], m["rows"]
+    m.update(
+        source_limit_sales_s=sales / m["source_limit_s"],
+        extract_sales_s=sales / m["extract_s"],
+        copy_limit_rows_s=rows / m["copy_limit_s"],
+        load_rows_s=rows / m["load_s"],
+        extract_load_sales_s=sales / (m["extract_s"] + m["load_s"]),
+    )
+
+
 def report(m: dict[str, Any]) -> None:
     sales, lines, rows = m["sales"], m["lines"], m["rows"]
-    source = sales / m["source_limit_s"]
-    extract = sales / m["extract_s"]
-    copy_limit = rows / m["copy_limit_s"]
-    load = rows / m["load_s"]
-    end_to_end = sales / (m["extract_s"] + m["load_s"])
-    m.update(
-        source_limit_sales_s=source,
-        extract_sales_s=extract,
-        copy_limit_rows_s=copy_limit,
-        load_rows_s=load,
-        extract_load_sales_s=end_to_end,
-    )
+    report_rates(m)
+    source, extract, end_to_end = m["source_limit_sales_s"], m["extract_sales_s"], m["extract_load_sales_s"]
+    copy_limit, load = m["copy_limit_rows_s"], m["load_rows_s"]
     print_table(
         f"retailctl pipeline, {sales:,} sales ({lines:,} lines, {rows:,} silver rows)",
         [
@@ -163,6 +167,59 @@ def report(m: dict[str, Any]) -> None:
     )
 
 
+def share(m: dict[str, Any], rate: str, limit: str) -> str:
+    return f"{m[rate] / m[limit]:.0%}"
+
+
+def ratio(m: dict[str, Any], measured: str, floor: str) -> str:
+    """`measured` over `floor`, in wall time and in CPU seconds."""
+    wall = m[f"{measured}_s"] / m[f"{floor}_s"]
+    return f"{wall:.2f}x / {m[f'{measured}_cpu_s'] / m[f'{floor}_cpu_s']:.2f}x"
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """The README's table, columns per size, from one run's JSON (never typed by hand)."""
+    for m in results:
+        report_rates(m)
+
+    def row(label: str, cell: Any) -> str:
+        return "| " + " | ".join([label, *(cell(m) for m in results)]) + " |"
+
+    lines = [
+        "| | " + " | ".join(f"{m['sales']:,} sales ({m['lines']:,} lines)" for m in results) + " |",
+        "| --- |" + " ---: |" * len(results),
+        row("source limit: bare httpx + orjson loop", lambda m: f"{m['source_limit_sales_s']:,.0f} sales/s"),
+        row(
+            "`retailctl extract` (page size 1000)",
+            lambda m: (
+                f"{m['extract_sales_s']:,.0f} sales/s ({share(m, 'extract_sales_s', 'source_limit_sales_s')})"
+            ),
+        ),
+        row("extract peak RSS", lambda m: f"{m['extract_rss_mb']:.0f} MB"),
+        row("database limit: bare COPY into keyed tables", lambda m: f"{m['copy_limit_rows_s']:,.0f} rows/s"),
+        row(
+            "`retailctl load` (upserts and manifest included)",
+            lambda m: f"{m['load_rows_s']:,.0f} rows/s ({share(m, 'load_rows_s', 'copy_limit_rows_s')})",
+        ),
+        row("load peak RSS", lambda m: f"{m['load_rss_mb']:.0f} MB"),
+        row("extract + load, end to end", lambda m: f"{m['extract_load_sales_s']:,.0f} sales/s"),
+        row("`retailctl transform` from empty", lambda m: f"{m['transform_s']:.1f} s"),
+        row("dbt floor: fresh process, one trivial model", lambda m: f"{m['dbt_floor_s']:.2f} s"),
+        row(f"hourly `run-all` adding {INCREMENT:,} sales", lambda m: f"{m['increment_s']:.2f} s"),
+        row(
+            "hourly `run-all` / dbt floor (wall / CPU)",
+            lambda m: f"{ratio(m, 'increment', 'dbt_floor')}",
+        ),
+        row("`retailctl --version`", lambda m: f"{m['version_s']:.2f} s"),
+        row("idle `run-all` (nothing new, lookback 5,000)", lambda m: f"{m['idle_s']:.2f} s"),
+        row(
+            "idle `run-all` / `--version` (wall / CPU)",
+            lambda m: ratio(m, "idle", "version"),
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,7 +227,13 @@ def main() -> None:
     parser.add_argument("--sales", type=int, action="append")
     parser.add_argument("--runs", type=int, default=3, help="medians of this many, where cheap")
     parser.add_argument("--json-out", type=Path, default=Path("bench/results/pipeline.json"))
+    parser.add_argument(
+        "--markdown", type=Path, metavar="JSON", help="print the README table of a run's JSON"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     results = []
     for sales in args.sales or [200_000]:
         started, load_before = time.perf_counter(), os.getloadavg()[0]

@@ -417,6 +417,7 @@ def test_a_cursor_set_back_by_hand_writes_those_sales_again(
     assert scalar(db_url, "select count(*) from meta.sale_hashes") == 300
 
 
+@pytest.mark.slow  # 300 pages
 def test_a_long_extract_keeps_only_the_window_s_hashes_and_vacuums_the_rest(
     start_mock: Any, db_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
