@@ -417,6 +417,37 @@ def test_a_cursor_set_back_by_hand_writes_those_sales_again(
     assert scalar(db_url, "select count(*) from meta.sale_hashes") == 300
 
 
+@pytest.mark.slow  # four runs of dbt
+def test_the_hourly_build_analyzes_the_fact_only_when_autoanalyze_would(
+    start_mock: Any, db_url: str, data_dir: Path
+) -> None:
+    """The fact's post-hook (macros/analyze_if_stale.sql): a new table, or over 50 rows + 10 %
+    changed since its last ANALYZE, not every hour."""
+    api = start_mock(sales=3_000, customers=20, products=20)
+
+    def run_all(sales: int) -> int:
+        env = env_for(
+            db_url, data_dir, api.url, RETAIL_SALES_LOOKBACK="0", RETAIL_MAX_SALES_PER_RUN=str(sales)
+        )
+        result = run_cli(["run-all"], env=env)
+        assert result.returncode == 0, result.stderr
+        return int(
+            scalar(
+                db_url,
+                "select analyze_count from pg_stat_user_tables where relid = 'gold.sales_item'::regclass",
+            )
+        )
+
+    first = run_all(2_000)  # the table dbt created: never analyzed
+    assert first >= 1
+    settled = run_all(10)  # the first build's counts may reach the statistics late
+    assert run_all(10) == settled  # ~30 lines written since, under 50 + 10 % of ~6,000
+    # the post-hook sees what earlier runs wrote (the statistics counters lag the transaction):
+    # ~1,500 lines are over the threshold at the next run
+    assert run_all(500) == settled
+    assert run_all(10) == settled + 1
+
+
 @pytest.mark.slow  # 300 pages
 def test_a_long_extract_keeps_only_the_window_s_hashes_and_vacuums_the_rest(
     start_mock: Any, db_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch

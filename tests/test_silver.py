@@ -52,6 +52,31 @@ def test_load_twice_equals_load_once(start_mock, data_dir: Path, db_url: str) ->
     assert checksums(db_url, with_loaded_at=True) == after_first  # _loaded_at kept too
 
 
+def test_load_analyzes_a_table_only_when_autoanalyze_would(start_mock, data_dir: Path, db_url: str) -> None:
+    """Never analyzed, or over 50 rows + 10 % written since: ANALYZE samples up to 30,000 pages,
+    too much to pay every hour on a big table for plans that go through indexes."""
+    server = start_mock(sales=3_000)
+
+    def load_next(sales: int) -> int:
+        settings = settings_for(
+            data_dir, db_url, server.url, RETAIL_SALES_LOOKBACK="0", RETAIL_MAX_SALES_PER_RUN=str(sales)
+        )
+        extract(settings, entities=["sales"])
+        assert load(data_dir, db_url).tables["sales_customer"].inserted == sales
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute(
+                "select analyze_count from pg_stat_user_tables where relid = %s::regclass",
+                ("silver.sales_customer",),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    assert load_next(2_000) == 1  # never analyzed
+    settled = load_next(100)  # 1 or 2: the first load's counts may reach the statistics late
+    assert load_next(100) == settled  # 100 written since, under 50 + 10 % of 2,100
+    assert load_next(300) == settled + 1  # over it
+
+
 def test_overlapping_files_from_a_reextracted_chunk(start_mock, data_dir: Path, db_url: str) -> None:
     server = start_mock(sales=1_000)
     # no lookback: no content hashes, so the backfill writes its 400 sales again

@@ -112,6 +112,11 @@ class SilverTable:
         return sql.SQL("analyze {}").format(sql.Identifier("silver", self.name))
 
     @property
+    def regclass(self) -> str:
+        """The table's name as a `regclass` value (a query parameter, not SQL text)."""
+        return f"silver.{self.name}"
+
+    @property
     def max_key_sql(self) -> sql.Composed:
         assert self.append_key is not None
         return sql.SQL("select max({}) from {}").format(

@@ -20,8 +20,8 @@
     run recompute a few pairs again, identically; a lower watermark can never lose work, only a
     higher one could.
 
-    post_hook: the emptied pairs go, then fresh (sampled, so cheap at any size) statistics keep
-    the next run's plans on indexes.
+    post_hook: the emptied pairs go, then statistics are refreshed when enough of the table
+    changed (macros/analyze_if_stale.sql).
 #}
 {{
     config(
@@ -30,7 +30,7 @@
         on_schema_change='fail',
         post_hook=[
             'delete from {{ this }} where _updated_at is null and n_sales = 0',
-            'analyze {{ this }}',
+            '{{ analyze_if_stale(this) }}',
         ],
         indexes=[
             {'columns': ['customer_id', 'day']},
