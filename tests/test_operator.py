@@ -10,11 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import psycopg
@@ -24,9 +21,8 @@ from mock_api import BackgroundServer
 from retailctl import pipeline
 from retailctl.store.db import open_database
 from retailctl.store.embedded import EmbeddedPostgres, pgdata_dir
-from tests.helpers import RETAILCTL, fresh_database, run_cli, settings_for
+from tests.helpers import RETAILCTL, fresh_database, run_cli, settings_for, wait_until
 
-T = TypeVar("T")
 HOLDER = """
 import sys
 from pathlib import Path
@@ -36,15 +32,6 @@ print(server.start(), flush=True)
 sys.stdin.readline()
 server.stop()
 """
-
-
-def poll(check: Callable[[], T], timeout: float, what: str) -> T:
-    """Wait for a state, bounded: return `check()` once it is truthy."""
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return result
 
 
 def configured(db_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
@@ -467,7 +454,7 @@ def test_docs_serve_stops_cleanly_restarts_at_once_and_refuses_a_taken_port(
     ]
     for stop in (signal.SIGINT, signal.SIGTERM):  # the second binds right after the first
         server = serve_docs(env, port)
-        poll(lambda server=server: answers(url) or server.poll() is not None, 120, "the docs")
+        wait_until(lambda server=server: answers(url) or server.poll() is not None, 120, "the docs")
         assert server.poll() is None, server.communicate()
         assert httpx.get(url + "catalog.json", timeout=5).status_code == 200
         if stop == signal.SIGINT:  # meanwhile the port is taken: one line, exit 1

@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from retailctl.errors import BronzeFileError
 from retailctl.extract import records
 from retailctl.store.lock import LOCK_NAMESPACE, PIPELINE_LOCK_ID
 from retailctl.verify_bronze import IdSet, scan_bronze
-from tests.helpers import API_KEY, RETAILCTL, database_url, extract, run_cli, settings_for
+from tests.helpers import API_KEY, RETAILCTL, database_url, extract, run_cli, settings_for, wait_until
 
 CONFIG = DataConfig(sales=3_000, invalid_rate=0.01)
 
@@ -357,10 +356,12 @@ def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: 
             [*RETAILCTL, "verify"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         try:
-            deadline = time.monotonic() + 60
-            while watcher.execute(waiting, ("Lock",)).fetchone() != (1,):  # the mart's query waits
-                assert process.poll() is None and time.monotonic() < deadline, "verify's query never waited"
-                time.sleep(0.05)
+            wait_until(  # the mart's query waits on the lock
+                lambda: watcher.execute(waiting, ("Lock",)).fetchone() == (1,),
+                60,
+                "verify's query to wait on the lock",
+                alive=process,
+            )
             process.send_signal(signal.SIGTERM)
             stdout, stderr = process.communicate(timeout=30)  # the lock is still held: cancelled
         finally:
