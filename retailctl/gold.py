@@ -224,13 +224,22 @@ def preload() -> None:
     """Start importing dbt on a thread (it takes a second or more) while the caller still has
     work that mostly waits on the network or the database: the first `invoke` then finds dbt
     imported, or waits for the import to end. Only for a run that will call dbt: an idle run
-    never imports it."""
+    never imports it. Called again, it does nothing."""
+    global _preloading
+    with _preload_lock:
+        if _preloading:
+            return
+        _preloading = True
 
     def load() -> None:
         with contextlib.suppress(Exception):  # `invoke` imports again and raises it there
             importlib.import_module("dbt.cli.main")
 
     threading.Thread(target=load, name="dbt-import", daemon=True).start()
+
+
+_preload_lock = threading.Lock()
+_preloading = False
 
 
 def invoke(

@@ -330,7 +330,11 @@ def _steps(
 ) -> None:
     on_step = observer.step_done
     history.begin("extract")
-    extracted = extract(settings, database, progress=observer.extract_progress, warn=observer.warn)
+    # dbt will run once load writes silver: import it meanwhile, from the moment extract knows
+    # new sales are coming (or after extract, when only a snapshot or a correction changed)
+    extracted = extract(
+        settings, database, progress=observer.extract_progress, warn=observer.warn, new_sales=gold.preload
+    )
     failed = [e for e in extracted if e.error]
     history.record(
         StepRecord(
@@ -344,7 +348,7 @@ def _steps(
         )
     )
     on_step("extract", extracted)
-    if any(e.files for e in extracted):  # load will write silver, so dbt will run: import it meanwhile
+    if any(e.files for e in extracted):
         gold.preload()
     partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
     try:

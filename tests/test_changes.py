@@ -467,6 +467,31 @@ def test_a_long_extract_keeps_only_the_window_s_hashes_and_vacuums_the_rest(
     assert scalar(db_url, "select pg_relation_size('meta.sale_hashes')") < 1_000_000
 
 
+def test_extract_tells_of_new_sales_from_the_first_page_and_an_idle_run_never(
+    start_mock: Any, db_url: str, data_dir: Path
+) -> None:
+    """run-all starts importing dbt when `new_sales` is first called: on the first page when
+    the source holds sales past the cursor (even if they come last, after the lookback's
+    re-read pages), and never in a run that finds nothing new (it would slow an idle hour)."""
+    api = start_mock(sales=1_000, customers=20, products=20)
+
+    def pages_at_first_call(**env: str) -> int | None:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100", **env)
+        pages_read: list[int] = [0]
+        told: list[int] = []
+        extract(
+            settings,
+            entities=["sales"],
+            progress=lambda entity, records, pages, total: pages_read.append(pages),
+            new_sales=lambda: told.append(pages_read[-1]),
+        )
+        return told[0] if told else None
+
+    assert pages_at_first_call(RETAIL_MAX_SALES_PER_RUN="600") == 0  # from empty
+    assert pages_at_first_call(RETAIL_SALES_LOOKBACK="300") == 0  # 400 new, after 3 re-read pages
+    assert pages_at_first_call(RETAIL_SALES_LOOKBACK="300") is None  # idle
+
+
 def test_the_sales_cap_counts_new_sales_only_so_the_lookback_never_freezes_the_cursor(
     start_mock: Any, db_url: str, data_dir: Path
 ) -> None:

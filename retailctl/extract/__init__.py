@@ -16,7 +16,7 @@ from retailctl.config import Settings
 from retailctl.errors import ContractViolation
 from retailctl.extract.records import ENTITIES
 from retailctl.extract.result import EntityResult
-from retailctl.extract.sales import Progress, Warn, read_sales
+from retailctl.extract.sales import NewSales, Progress, Warn, read_sales
 from retailctl.extract.snapshots import SNAPSHOT_ENTITIES, read_snapshot
 from retailctl.extract.source import MIB, SourceClient, make_client
 from retailctl.store.db import Database
@@ -33,10 +33,12 @@ def extract(
     to_id: int | None = None,
     progress: Progress | None = None,
     warn: Warn | None = None,
+    new_sales: NewSales | None = None,
 ) -> list[EntityResult]:
     """Extract the given entities in order (customers, products, sales) from the configured API.
 
     An entity the source broke the contract for has `error` set; the others still ran.
+    `new_sales`: see `read_sales`.
     """
     settings.require_source()
     assert settings.api_url is not None and settings.api_key is not None
@@ -80,6 +82,7 @@ def extract(
                     lookback=settings.sales_lookback,
                     progress=progress,
                     warn=warn,
+                    new_sales=new_sales,
                 )
             )
     return results

@@ -40,6 +40,8 @@ VACUUM_AFTER_PRUNED = 100_000
 # where the API's total_items allows an estimate
 Progress = Callable[[str, int, int, int | None], None]
 Warn = Callable[[str], None]
+# Told, early and maybe more than once, that this run brings sales past the cursor.
+NewSales = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,12 @@ def read_sales(
     lookback: int = 0,
     progress: Progress,
     warn: Warn,
+    new_sales: NewSales | None = None,
 ) -> EntityResult:
     """Read sales from `lookback` ids before the cursor (or from `from_id`, a backfill, up to
     `to_id`) to the end of the source or `max_sales`; `conn` is in autocommit mode.
+    `new_sales` hears, from the first page on, that the source holds more sales than the
+    cursor has passed (its total_items), or that a sale was written: what follows will load.
 
     The cursor moves only over ids this run read, never back: a backfill from beyond the
     cursor leaves it where it is. A source answer that breaks the contract ends the entity
@@ -93,6 +98,8 @@ def read_sales(
     pages_in_batch = 0
     try:
         for page in prefetch(_pages(source, start, limit, max_sales, to_id, cursor, note)):
+            if new_sales and (result.records or (page.total_items or 0) >= cursor):
+                new_sales()
             known = hashes.known(page.sales)
             for sale in page.sales:
                 if hashes.unchanged(sale, known):
