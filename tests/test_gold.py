@@ -132,6 +132,61 @@ def test_the_fact_is_indexed_for_the_hourly_increment_and_for_ranges_of_days(cop
     ]
 
 
+NOT_NULL_COLUMNS = """
+    select c.relname, a.attname
+    from pg_class as c
+    join pg_namespace as n on n.oid = c.relnamespace
+    join pg_attribute as a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+    where n.nspname = 'gold' and c.relkind = 'r' and a.attnotnull and c.relname <> 'customers_snapshot'
+"""
+# the contracts' not_null constraints (the models' ymls): enforced by Postgres on every write,
+# in place of a not_null data test per column run every hour
+CONTRACT_NOT_NULL = {
+    "dim_customer": {"customer_id", "is_inferred", "is_deleted"},
+    "dim_product": {"product_id", "is_inferred", "is_deleted"},
+    "sales_item": {
+        "sales_item_id",
+        "sale_id",
+        "line_no",
+        "sales_datetime",
+        "day",
+        "customer_id",
+        "product_sku",
+        "item_amount",
+    },
+    "mart_sales_by_customer": {"customer_id", "day"},
+}
+
+
+def not_null_columns(db_url: str) -> dict[str, set[str]]:
+    columns: dict[str, set[str]] = defaultdict(set)
+    for table, column in query(db_url, NOT_NULL_COLUMNS):
+        columns[table].add(column)
+    return dict(columns)
+
+
+def test_the_contracts_not_nulls_are_in_postgres_and_added_to_incremental_tables_built_without(
+    copy_built,
+) -> None:
+    built = copy_built(SMALL_RUN)
+    assert not_null_columns(built.db_url) == CONTRACT_NOT_NULL
+    with psycopg.connect(built.db_url, autocommit=True) as conn:
+        # the incremental tables as an older retailctl built them, without the constraints
+        conn.execute(
+            "alter table gold.sales_item alter column day drop not null, alter column sale_id drop not null"
+        )
+        conn.execute("alter table gold.mart_sales_by_customer alter column customer_id drop not null")
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("update gold.dim_product set is_deleted = null")
+    assert not_null_columns(built.db_url)["sales_item"] == CONTRACT_NOT_NULL["sales_item"] - {
+        "day",
+        "sale_id",
+    }
+    transformed = run_cli(["transform"], env=built.env)
+    assert transformed.returncode == 0, transformed.stderr
+    assert not_null_columns(built.db_url) == CONTRACT_NOT_NULL
+
+
 def test_discounts_are_stored_to_4_decimal_places(copy_built) -> None:
     db_url = copy_built(SMALL_RUN).db_url
     lines, means = expected_discounts(SMALL_RUN)

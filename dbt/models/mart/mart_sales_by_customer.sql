@@ -20,16 +20,17 @@
     run recompute a few pairs again, identically; a lower watermark can never lose work, only a
     higher one could.
 
-    post_hook: the emptied pairs go, then statistics are refreshed when enough of the table
-    changed (macros/analyze_if_stale.sql).
+    post_hook: the emptied pairs go, the contract's NOT NULLs are added to a mart built without
+    them (macros/add_missing_not_null.sql), then statistics are refreshed when enough of the
+    table changed (macros/analyze_if_stale.sql).
 #}
 {{
     config(
         unique_key=['customer_id', 'day'],
         incremental_strategy='delete+insert',
-        on_schema_change='fail',
         post_hook=[
             'delete from {{ this }} where _updated_at is null and n_sales = 0',
+            '{{ add_missing_not_null(this) }}',
             '{{ analyze_if_stale(this) }}',
         ],
         indexes=[
