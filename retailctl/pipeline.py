@@ -1,5 +1,7 @@
 """`run-all`: extract → load → transform → test under one lock, with a history row per run.
 
+Extract and load overlap: load runs on a thread beside extract, taking each chunk of sales as
+soon as extract has made it durable (a backfill's load is then mostly done when extract ends).
 The run stops at the first failing step with that step's error (and so its exit code); a step
 that fails only in part (an entity the source broke the contract for, a file or a line that
 could not load) lets the run go on with what did arrive, and the run then fails (exit 1) naming
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +28,8 @@ from retailctl import gold
 from retailctl.config import Settings
 from retailctl.errors import LayersDisagree, RetailctlError, StepFailed, Terminated, mark_step
 from retailctl.extract import extract, raise_for_failures
-from retailctl.load import load
+from retailctl.load import Arrivals, LoadResult, load
+from retailctl.load import Progress as LoadProgress
 from retailctl.store.db import Database
 from retailctl.store.lock import pipeline_lock
 
@@ -167,6 +171,37 @@ class Observers(RunObserver):
     def run_ended(self, run: RunResult, conn: psycopg.Connection) -> None:
         for observer in self.observers:
             observer.run_ended(run, conn)
+
+
+class _LoadBeside:
+    """`load` on a thread, following an extract in progress (see load.Arrivals)."""
+
+    def __init__(self, database: Database, bronze: str, progress: LoadProgress) -> None:
+        self.arrivals = Arrivals()
+        self._result: LoadResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, args=(database, bronze, progress), name="load")
+        self._thread.start()
+
+    def _load(self, database: Database, bronze: str, progress: LoadProgress) -> None:
+        try:
+            self._result = load(database, bronze, progress=progress, arrivals=self.arrivals)
+        except BaseException as exc:  # raised in the run's thread, by finish()
+            self._error = exc
+
+    def finish(self) -> LoadResult:
+        """Extract is over: the load's last pass, its result (or its error, raised here)."""
+        self.arrivals.end()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def stop(self) -> None:
+        """The run failed or was interrupted: the load ends after its current file."""
+        self.arrivals.stop()
+        self._thread.join()
 
 
 class _History:
@@ -328,36 +363,59 @@ def check_gold(
 def _steps(
     settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
 ) -> None:
-    on_step = observer.step_done
-    history.begin("extract")
-    # dbt will run once load writes silver: import it meanwhile, from the moment extract knows
-    # new sales are coming (or after extract, when only a snapshot or a correction changed)
-    extracted = extract(
-        settings, database, progress=observer.extract_progress, warn=observer.warn, new_sales=gold.preload
-    )
-    failed = [e for e in extracted if e.error]
-    history.record(
-        StepRecord(
-            "extract",
-            "failed" if failed else "success",
-            history.elapsed(),
-            {
-                e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
-                for e in extracted
-            },
-        )
-    )
-    on_step("extract", extracted)
-    if any(e.files for e in extracted):
-        gold.preload()
-    partial: list[tuple[str, str]] = []  # steps that failed in part: the run goes on, then fails
-    try:
-        raise_for_failures(extracted)
-    except RetailctlError as exc:
-        partial.append(("extract", str(exc)))
+    partial = _extract_and_load(settings, database, history, observer)
+    _gold(settings, database, conn, history, observer)
+    if partial:
+        error = StepFailed("; ".join(f"{step}: {problem}" for step, problem in partial))
+        mark_step(error, partial[0][0])
+        raise error
 
-    history.begin("load")
-    loaded = load(database, settings.bronze_location, progress=observer.load_progress)
+
+def _extract_and_load(
+    settings: Settings, database: Database, history: _History, observer: RunObserver
+) -> list[tuple[str, str]]:
+    """Extract, with load following it on a thread (`_LoadBeside`), recorded as two steps;
+    returns the steps that failed in part (the run goes on with what arrived, then fails)."""
+    on_step = observer.step_done
+    partial: list[tuple[str, str]] = []
+    history.begin("extract")
+    beside = _LoadBeside(database, settings.bronze_location, observer.load_progress)
+    try:
+        # dbt will run once load writes silver: import it meanwhile, from the moment extract
+        # knows new sales are coming (or after extract, when only a snapshot or a correction
+        # changed)
+        extracted = extract(
+            settings,
+            database,
+            progress=observer.extract_progress,
+            warn=observer.warn,
+            new_sales=gold.preload,
+            committed=beside.arrivals.committed,
+        )
+        failed = [e for e in extracted if e.error]
+        history.record(
+            StepRecord(
+                "extract",
+                "failed" if failed else "success",
+                history.elapsed(),
+                {
+                    e.entity: {"records": e.records, "rejected": e.rejected, "inconsistent": e.inconsistent}
+                    for e in extracted
+                },
+            )
+        )
+        on_step("extract", extracted)
+        if any(e.files for e in extracted):
+            gold.preload()
+        try:
+            raise_for_failures(extracted)
+        except RetailctlError as exc:
+            partial.append(("extract", str(exc)))
+
+        history.begin("load")  # its seconds: what was left to load once extract had ended
+        loaded = beside.finish()
+    finally:
+        beside.stop()  # nothing left to stop once finished; after an error, ends the load
     failure = loaded.failure()
     history.record(
         StepRecord(
@@ -373,11 +431,7 @@ def _steps(
     on_step("load", loaded)
     if failure:
         partial.append(("load", f"{failure}: {[*loaded.errors, *loaded.quarantined][0]}"))
-    _gold(settings, database, conn, history, observer)
-    if partial:
-        error = StepFailed("; ".join(f"{step}: {problem}" for step, problem in partial))
-        mark_step(error, partial[0][0])
-        raise error
+    return partial
 
 
 def _gold(

@@ -195,6 +195,52 @@ def test_two_runs_at_once_one_exits_75(cli_env: dict[str, str], db_url: str, spa
     assert waited < 5  # start-up included; the lock itself is tried once, not waited for
 
 
+def silver_sales(db_url: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("select count(*) from silver.sales_customer").fetchone()[0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("then", ["source resumes", "SIGKILL"])
+def test_run_all_loads_each_chunk_while_extract_reads_the_next(
+    then: str, cli_env: dict[str, str], db_url: str, spawn, gate: Gate
+) -> None:
+    """Extract and load overlap: with the source stalled on page 20 (of 30, 8 pages a chunk),
+    the first two chunks are already in silver. Killed there, the rerun's result equals an
+    uninterrupted run's."""
+    config = DataConfig(sales=3_000)
+    data = RetailData(config)
+    valid = [not records.sale_reject_reason(data.sale(k)) for k in range(config.sales)]
+
+    def stall_page_20(request: Request) -> Reply | None:
+        if request.path == "/sales" and request.number == 20:
+            gate.hold(timeout=300)
+        return None
+
+    with ScriptedApi(stall_page_20, config) as api:
+        # the stalled page must stay unanswered (no time-out and retry) while the test looks
+        env = {**cli_env, "RETAIL_API_URL": api.url, "RETAIL_PAGE_SIZE": "100", "RETAIL_HTTP_TIMEOUT": "300"}
+        run = spawn(["run-all", "--json"], env, output=True)
+        wait_until(
+            lambda: api.counts.get("/sales") == 20 and silver_sales(db_url) == sum(valid[:1_600]),
+            60,
+            "chunks 1 and 2 (the first 1,600 sales) loaded while extract waits for page 20",
+            alive=run,
+        )
+        if then == "SIGKILL":
+            run.kill()
+            run.communicate(timeout=30)
+            gate.open()
+            run = spawn(["run-all", "--json"], env, output=True)
+        else:
+            gate.open()
+        stdout, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    steps = {step["step"]: step["status"] for step in json.loads(stdout)["steps"]}
+    assert steps == {"extract": "success", "load": "success", "transform": "success", "test": "success"}
+    assert silver_sales(db_url) == sum(valid)
+    assert gold_figures(db_url) == ground_truth(config)
+
+
 @pytest.mark.xdist_group("small_run")
 def test_a_forced_duplicate_in_the_fact_fails_retailctl_test_with_exit_3(copy_built) -> None:
     built = copy_built(SMALL_RUN)  # after its run-all

@@ -198,7 +198,7 @@ class StepProgress:
         self._tasks: dict[str, Any] = {}
         self._started: dict[str, float] = {}
         self._last_update = time.monotonic()  # a new line's clock starts where the last left off
-        self._lock = threading.Lock()  # dbt reports from its worker threads
+        self._lock = threading.Lock()  # dbt reports from its worker threads, run-all's load from its own
 
     def __enter__(self) -> StepProgress:
         if live():
@@ -228,11 +228,12 @@ class StepProgress:
             self._progress = None
 
     def update(self, name: str, done: int, unit: str, *, total: int | None = None, detail: str = "") -> None:
-        if self._progress is None:
+        progress = self._progress  # once: another thread may stop the display meanwhile
+        if progress is None:
             return
         with self._lock:
             if name not in self._tasks:
-                self._tasks[name] = self._progress.add_task(
+                self._tasks[name] = progress.add_task(
                     f"{self.title} {name}".strip(), total=None, count="", detail="", rate="", eta=""
                 )
                 self._started[name] = self._last_update
@@ -243,7 +244,7 @@ class StepProgress:
         eta = ""
         if total is not None and rate > 0 and total > done:
             eta = f"~{(total - done) / rate:,.0f}s left"
-        self._progress.update(
+        progress.update(
             self._tasks[name],
             completed=done,
             total=total,

@@ -16,7 +16,7 @@ from retailctl.config import Settings
 from retailctl.errors import ContractViolation
 from retailctl.extract.records import ENTITIES
 from retailctl.extract.result import EntityResult
-from retailctl.extract.sales import NewSales, Progress, Warn, read_sales
+from retailctl.extract.sales import Committed, NewSales, Progress, Warn, read_sales
 from retailctl.extract.snapshots import SNAPSHOT_ENTITIES, read_snapshot
 from retailctl.extract.source import MIB, SourceClient, make_client
 from retailctl.store.db import Database
@@ -34,11 +34,12 @@ def extract(
     progress: Progress | None = None,
     warn: Warn | None = None,
     new_sales: NewSales | None = None,
+    committed: Committed | None = None,
 ) -> list[EntityResult]:
     """Extract the given entities in order (customers, products, sales) from the configured API.
 
     An entity the source broke the contract for has `error` set; the others still ran.
-    `new_sales`: see `read_sales`.
+    `new_sales` and `committed`: see `read_sales` (`committed` hears each snapshot written too).
     """
     settings.require_source()
     assert settings.api_url is not None and settings.api_key is not None
@@ -69,6 +70,8 @@ def extract(
                         warn=warn,
                     )
                 )
+                if committed and results[-1].files:
+                    committed()
         if "sales" in entities:
             results.append(
                 read_sales(
@@ -83,6 +86,7 @@ def extract(
                     progress=progress,
                     warn=warn,
                     new_sales=new_sales,
+                    committed=committed,
                 )
             )
     return results

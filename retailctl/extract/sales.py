@@ -42,6 +42,8 @@ Progress = Callable[[str, int, int, int | None], None]
 Warn = Callable[[str], None]
 # Told, early and maybe more than once, that this run brings sales past the cursor.
 NewSales = Callable[[], None]
+# Told after each chunk's files are durable and the cursor is past them: they can be loaded.
+Committed = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,13 @@ def read_sales(
     progress: Progress,
     warn: Warn,
     new_sales: NewSales | None = None,
+    committed: Committed | None = None,
 ) -> EntityResult:
     """Read sales from `lookback` ids before the cursor (or from `from_id`, a backfill, up to
     `to_id`) to the end of the source or `max_sales`; `conn` is in autocommit mode.
     `new_sales` hears, from the first page on, that the source holds more sales than the
     cursor has passed (its total_items), or that a sale was written: what follows will load.
+    `committed` hears each chunk made durable (a load beside this extract can take it).
 
     The cursor moves only over ids this run read, never back: a backfill from beyond the
     cursor leaves it where it is. A source answer that breaks the contract ends the entity
@@ -115,6 +119,8 @@ def read_sales(
             if pages_in_batch >= PAGES_PER_CHUNK:
                 _commit_chunk(conn, batch, result, moves_cursor, hashes)
                 batch, pages_in_batch = _Chunk(bronze, cursor), 0
+                if committed:
+                    committed()
         _commit_chunk(conn, batch, result, moves_cursor, hashes)
         hashes.vacuum()
     except ContractViolation as exc:  # this entity fails; the pages read before it are kept
