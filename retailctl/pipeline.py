@@ -174,23 +174,34 @@ class Observers(RunObserver):
 
 
 class _LoadBeside:
-    """`load` on a thread, following an extract in progress (see load.Arrivals)."""
+    """`load` on a thread, following an extract in progress (see load.Arrivals), started by
+    the first chunk extract commits: a run whose extract commits nothing before it ends (an
+    idle or an hourly one) loads after it, in the run's thread, as without this."""
 
     def __init__(self, database: Database, bronze: str, progress: LoadProgress) -> None:
+        self.database, self.bronze, self.progress = database, bronze, progress
         self.arrivals = Arrivals()
+        self._thread: threading.Thread | None = None
         self._result: LoadResult | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._load, args=(database, bronze, progress), name="load")
-        self._thread.start()
 
-    def _load(self, database: Database, bronze: str, progress: LoadProgress) -> None:
+    def committed(self) -> None:
+        """Extract made a chunk durable: load it, on the thread (started now if need be)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, name="load")
+            self._thread.start()
+        self.arrivals.committed()
+
+    def _load(self) -> None:
         try:
-            self._result = load(database, bronze, progress=progress, arrivals=self.arrivals)
+            self._result = load(self.database, self.bronze, progress=self.progress, arrivals=self.arrivals)
         except BaseException as exc:  # raised in the run's thread, by finish()
             self._error = exc
 
     def finish(self) -> LoadResult:
         """Extract is over: the load's last pass, its result (or its error, raised here)."""
+        if self._thread is None:
+            return load(self.database, self.bronze, progress=self.progress)
         self.arrivals.end()
         self._thread.join()
         if self._error is not None:
@@ -201,7 +212,8 @@ class _LoadBeside:
     def stop(self) -> None:
         """The run failed or was interrupted: the load ends after its current file."""
         self.arrivals.stop()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class _History:
@@ -390,7 +402,7 @@ def _extract_and_load(
             progress=observer.extract_progress,
             warn=observer.warn,
             new_sales=gold.preload,
-            committed=beside.arrivals.committed,
+            committed=beside.committed,
         )
         failed = [e for e in extracted if e.error]
         history.record(
