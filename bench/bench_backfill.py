@@ -1,6 +1,6 @@
 """A backfill from empty to tested Gold: `run-all` beside the same steps run one after another.
 
-    python bench/bench_backfill.py [--sales 2000000 ...]
+    python bench/bench_backfill.py [--sales 2000000 ...] [--latency-ms MS]
 
 Per size, against the bundled mock API in its own process (page size 1000), in one run:
   1. the source's limit: a bare httpx + orjson loop over every /sales page
@@ -12,6 +12,8 @@ Per size, against the bundled mock API in its own process (page size 1000), in o
   4. the SQL floor for Gold on run-all's database: the fact and the mart as hand-written
      `create table … as select` from silver, then their indexes (bench_scale.build_floor)
 The issue's target: the backfill within 1.5x of (the source limit's time + the SQL floor).
+`--latency-ms` delays every answer of the mock (as a source across a network would): the bundled
+mock otherwise shares this machine's cores with retailctl, so extract is CPU-bound, not waiting.
 Prints one table per size and writes everything as JSON (--json-out).
 """
 
@@ -46,9 +48,9 @@ def environment(db_url: str, data_dir: str, url: str) -> dict[str, str]:
     }
 
 
-def measure(sales: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"sales": sales}
-    with mock_api(sales) as url:
+def measure(sales: int, latency_ms: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"sales": sales, "latency_ms": latency_ms}
+    with mock_api(sales, ["--latency-ms", str(latency_ms)]) as url:
         out["source_limit_s"] = bare_loop(url)[0]
         print(f"  source limit: {out['source_limit_s']:.1f} s", flush=True)
         with tempfile.TemporaryDirectory() as data_dir, scratch_database() as db_url:
@@ -99,7 +101,8 @@ def report(m: dict[str, Any]) -> None:
             f"{sequential / target:.2f}x / {sequential / target_indexed:.2f}x",
         ),
     ]
-    print_table(f"backfill from empty to tested Gold, {m['sales']:,} sales", table)
+    latency = f", the source answering after {m['latency_ms']} ms" if m["latency_ms"] else ""
+    print_table(f"backfill from empty to tested Gold, {m['sales']:,} sales{latency}", table)
 
 
 def main() -> None:
@@ -107,6 +110,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sales", type=int, action="append")
+    parser.add_argument("--latency-ms", type=int, default=0, help="the mock's delay per request")
     parser.add_argument("--json-out", type=Path, default=Path("bench/results/backfill.json"))
     args = parser.parse_args()
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,7 @@ def main() -> None:
     for sales in args.sales or [2_000_000]:
         started = time.perf_counter()
         print(f"{sales:,} sales (load average {os.getloadavg()[0]:.1f})", flush=True)
-        result = measure(sales)
+        result = measure(sales, args.latency_ms)
         result["measured_s"] = time.perf_counter() - started
         report(result)
         print(
