@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import ssl
 import zlib
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 
 from mock_api import DataConfig, RetailData
+from retailctl.extract.source import make_client
 from tests.helpers import (
     bronze_rows,
     cursor_of,
@@ -403,3 +405,12 @@ def test_out_of_order_ids_in_a_page_are_counted_in_the_summary(
     assert result.stdout.startswith("sales: 10 sales, ")
     assert ", 2 out-of-order ids, " in result.stdout
     assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == list(range(1, 11))
+
+
+def test_an_https_source_gets_a_verifying_tls_context_and_an_http_one_none() -> None:
+    """Loading the CA bundle took 40-80 ms of every run, twice, for a plain-HTTP source too."""
+    with make_client("https://source.example", "key", 5) as client:
+        context = client._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    with make_client("http://127.0.0.1:8000", "key", 5) as client:
+        assert client._transport._pool._ssl_context is None  # type: ignore[attr-defined]

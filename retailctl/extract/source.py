@@ -44,7 +44,7 @@ def make_client(api_url: str, api_key: str, timeout_s: float) -> httpx.Client:
         headers={"Authorization": api_key, "Accept-Encoding": ACCEPT_ENCODING},
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
-        transport=DeadlineTransport(timeout_s),
+        transport=DeadlineTransport(timeout_s, tls=httpx.URL(api_url).scheme == "https"),
     )
 
 
