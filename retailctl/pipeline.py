@@ -175,8 +175,9 @@ class Observers(RunObserver):
 
 class _LoadBeside:
     """`load` on a thread, following an extract in progress (see load.Arrivals), started by
-    the first chunk extract commits: a run whose extract commits nothing before it ends (an
-    idle or an hourly one) loads after it, in the run's thread, as without this."""
+    the first file extract commits (a changed snapshot, a chunk of 8 pages of sales): a run
+    whose extract commits nothing before it ends (an idle run, most hourly ones) loads after
+    it, in the run's thread, as without this."""
 
     def __init__(self, database: Database, bronze: str, progress: LoadProgress) -> None:
         self.database, self.bronze, self.progress = database, bronze, progress
