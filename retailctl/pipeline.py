@@ -376,8 +376,11 @@ def check_gold(
 def _steps(
     settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
 ) -> None:
-    partial = _extract_and_load(settings, database, history, observer)
-    _gold(settings, database, conn, history, observer)
+    partial, loaded = _extract_and_load(settings, database, history, observer)
+    fresh = all(
+        loaded.tables[table].inserted + loaded.tables[table].updated for table in gold.FRESHNESS_CHECKED
+    )
+    _gold(settings, database, conn, history, observer, sources_fresh=fresh)
     if partial:
         error = StepFailed("; ".join(f"{step}: {problem}" for step, problem in partial))
         mark_step(error, partial[0][0])
@@ -386,9 +389,10 @@ def _steps(
 
 def _extract_and_load(
     settings: Settings, database: Database, history: _History, observer: RunObserver
-) -> list[tuple[str, str]]:
+) -> tuple[list[tuple[str, str]], LoadResult]:
     """Extract, with load following it on a thread (`_LoadBeside`), recorded as two steps;
-    returns the steps that failed in part (the run goes on with what arrived, then fails)."""
+    returns the steps that failed in part (the run goes on with what arrived, then fails) and
+    what load did."""
     on_step = observer.step_done
     partial: list[tuple[str, str]] = []
     history.begin("extract")
@@ -444,15 +448,22 @@ def _extract_and_load(
     on_step("load", loaded)
     if failure:
         partial.append(("load", f"{failure}: {[*loaded.errors, *loaded.quarantined][0]}"))
-    return partial
+    return partial, loaded
 
 
 def _gold(
-    settings: Settings, database: Database, conn: psycopg.Connection, history: _History, observer: RunObserver
+    settings: Settings,
+    database: Database,
+    conn: psycopg.Connection,
+    history: _History,
+    observer: RunObserver,
+    *,
+    sources_fresh: bool,
 ) -> None:
     """Transform and test, unless nothing reached silver since Gold was built and tested: in
     one dbt invocation (`gold.build`), recorded as the two steps it holds. The snapshot is left
-    out when no customer changed since the last build."""
+    out when no customer changed since the last build, source freshness when this run's load
+    wrote to every table it checks (`sources_fresh`, see gold.after_build)."""
     on_step = observer.step_done
     newest = silver_loaded_at(conn)
     built = dict(conn.execute(GOLD_STATE).fetchall())
@@ -489,7 +500,9 @@ def _gold(
     tested_until = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
 
     history.begin("test")
-    after = gold.after_build(settings, database.url, checked_since=since, on_node=observer.dbt_node)
+    after = gold.after_build(
+        settings, database.url, checked_since=since, freshness=not sources_fresh, on_node=observer.dbt_node
+    )
     tested = [build.test, *after]
     failures = gold.failure_lines(tested)
     if not failures:

@@ -12,10 +12,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from mock_api import DataConfig, RetailData
+from retailctl import gold
 from retailctl.extract import records
-from tests.helpers import SMALL_RUN, run_cli
+from tests.helpers import SMALL_RUN, cli_resource_dir, run_cli
 
 # every test here starts from the same real run-all (mock, Postgres, dbt), built once by the
 # conftest's `copy_built` and copied per test; the group keeps it on one xdist worker
@@ -185,6 +187,16 @@ def test_the_contracts_not_nulls_are_in_postgres_and_added_to_incremental_tables
     transformed = run_cli(["transform"], env=built.env)
     assert transformed.returncode == 0, transformed.stderr
     assert not_null_columns(built.db_url) == CONTRACT_NOT_NULL
+
+
+def test_the_tables_run_all_knows_fresh_are_those_the_sources_give_a_freshness_rule() -> None:
+    """run-all skips `source freshness` when its load wrote every gold.FRESHNESS_CHECKED table:
+    that list must be the one models/sources.yml checks."""
+    sources = yaml.safe_load((cli_resource_dir("dbt") / "models" / "sources.yml").read_text())
+    [silver] = sources["sources"]
+    assert silver["freshness"]["error_after"] is not None
+    checked = [table["name"] for table in silver["tables"] if table.get("freshness", silver["freshness"])]
+    assert sorted(checked) == sorted(gold.FRESHNESS_CHECKED)
 
 
 def test_discounts_are_stored_to_4_decimal_places(copy_built) -> None:
