@@ -363,7 +363,8 @@ def test_sigterm_while_a_layer_is_summed_cancels_the_query_and_exits_143(built: 
                 alive=process,
             )
             process.send_signal(signal.SIGTERM)
-            stdout, stderr = process.communicate(timeout=30)  # the lock is still held: cancelled
+            # the lock is still held: exits once cancelled (120 s: a loaded CI machine is slow)
+            stdout, stderr = process.communicate(timeout=120)
         finally:
             if process.poll() is None:
                 process.kill()
