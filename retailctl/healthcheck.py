@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
-
 BUDGET_S = 4.0  # the most one ping may take, retries included
 ATTEMPT_TIMEOUT_S = 2.0
 ATTEMPTS = 3
@@ -31,6 +29,8 @@ def ping(
     Connection errors, timeouts and 5xx answers are retried while the budget lasts; `run_id`
     goes along as `rid`, so the service pairs each run's start with its end.
     """
+    import httpx  # here, not at the top: `transform` and `test` have no use for it (see extract)
+
     target = url.rstrip("/") + suffix
     params = {"rid": run_id} if run_id else None
     deadline = time.monotonic() + budget_s

@@ -18,7 +18,6 @@ from retailctl.extract.records import ENTITIES
 from retailctl.extract.result import EntityResult
 from retailctl.extract.sales import Committed, NewSales, Progress, Warn, read_sales
 from retailctl.extract.snapshots import SNAPSHOT_ENTITIES, read_snapshot
-from retailctl.extract.source import MIB, SourceClient, make_client
 from retailctl.store.db import Database
 
 __all__ = ["ENTITIES", "EntityResult", "Progress", "Warn", "extract", "raise_for_failures"]
@@ -41,6 +40,10 @@ def extract(
     An entity the source broke the contract for has `error` set; the others still ran.
     `new_sales` and `committed`: see `read_sales` (`committed` hears each snapshot written too).
     """
+    # httpx is imported here, with the HTTP client: the dbt steps import this package for its
+    # names alone, and httpx would add ~7 MB to their peak memory.
+    from retailctl.extract.source import MIB, SourceClient, make_client
+
     settings.require_source()
     assert settings.api_url is not None and settings.api_key is not None
     progress = progress or (lambda entity, count, pages, total: None)

@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -28,9 +28,11 @@ from retailctl.errors import ContractViolation, RetailctlError
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
 from retailctl.extract.result import EntityResult, log_result
-from retailctl.extract.source import SourceClient
 from retailctl.prefetch import prefetch
 from retailctl.store import state
+
+if TYPE_CHECKING:
+    from retailctl.extract.source import SourceClient
 
 PAGES_PER_CHUNK = 8
 # a long backfill vacuums meta.sale_hashes every this many rows pruned (and every run at its end)

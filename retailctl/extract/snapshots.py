@@ -16,7 +16,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import psycopg
@@ -26,8 +26,10 @@ from retailctl.errors import ContractViolation
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
 from retailctl.extract.result import EntityResult, log_result
-from retailctl.extract.source import SourceClient
 from retailctl.store import state
+
+if TYPE_CHECKING:
+    from retailctl.extract.source import SourceClient
 
 Progress = Callable[[str, int, int, int | None], None]  # entity, records, pages, total
 Warn = Callable[[str], None]
