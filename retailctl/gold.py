@@ -22,6 +22,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+from retailctl import dbt_patches
 from retailctl.bronze_files import DIR_MODE, FILE_MODE, ensure_private_dir
 from retailctl.config import Settings
 from retailctl.errors import DataTestsFailed, StepFailed, Terminated
@@ -257,6 +258,7 @@ def invoke(
     hears each node start and finish as dbt runs it; `env` is set for the invocation only."""
     from dbt.cli.main import dbtRunner  # imported late: dbt takes a second to import
 
+    dbt_patches.apply()
     paths = DbtPaths.for_settings(settings)
     started = time.monotonic()
     callbacks = [_NodeEvents(" ".join(args), on_node)] if on_node else []

@@ -1,13 +1,50 @@
-"""What keeps the dbt steps small: checked in a fresh interpreter, as the CLI runs, so modules
-other tests imported cannot hide an import."""
+"""What keeps the dbt steps small and quick to start: each check runs in a fresh interpreter, as
+the CLI does, so modules other tests imported cannot hide an import, and dbt-common is patched
+only where the check asks for it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+# A module that builds behaviour flags as an adapter's impl.py does: one flag without a source
+# (dbt-common names its caller), one with.
+ADAPTER_MODULE = """\
+from dbt_common.behavior_flags import Behavior
+
+FLAGS = [
+    {"name": "one", "default": False, "description": "d"},
+    {"name": "two", "default": True, "docs_url": "u", "source": "given"},
+]
+
+
+def make():
+    return Behavior(FLAGS, {})
+"""
+# The source name each flag got, and how many source files linecache read meanwhile.
+FLAG_SOURCES = """\
+import json, linecache, sys
+if sys.argv[1] == "patched":
+    from retailctl import dbt_patches
+    dbt_patches.apply()
+import fake_adapter_impl
+linecache.clearcache()
+behavior = fake_adapter_impl.make()
+sources = [flag._behavior_change_event.flag_source for flag in behavior._flags]
+print(json.dumps({"sources": sources, "files_read": len(linecache.cache)}))
+"""
+APPLY_TWICE = """\
+from dbt_common.behavior_flags import BehaviorFlagRendered
+from retailctl import dbt_patches
+dbt_patches.apply()
+first = BehaviorFlagRendered.__dict__["_default_source"]
+dbt_patches.apply()
+again = BehaviorFlagRendered.__dict__["_default_source"]
+print(again is first, first.__func__ is dbt_patches._default_source)
+"""
 HTTP_MODULES = """\
 import sys
 import retailctl.cli, retailctl.gold, retailctl.status
@@ -21,6 +58,19 @@ def python(script: str, *args: str, path: Path | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-c", script, *args]
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=120, env=env).stdout
+
+
+def test_patched_behaviour_flags_name_the_same_source_without_reading_any_file(tmp_path: Path) -> None:
+    (tmp_path / "fake_adapter_impl.py").write_text(ADAPTER_MODULE)
+    original = json.loads(python(FLAG_SOURCES, "original", path=tmp_path))
+    patched = json.loads(python(FLAG_SOURCES, "patched", path=tmp_path))
+    assert original["sources"] == patched["sources"] == ["fake_adapter_impl", "given"]
+    assert original["files_read"] > 0  # the cost the patch removes: inspect.stack() reads source
+    assert patched["files_read"] == 0
+
+
+def test_apply_twice_keeps_one_replacement() -> None:
+    assert python(APPLY_TWICE).split() == ["True", "True"]
 
 
 def test_the_cli_imports_no_http_client_until_it_extracts() -> None:
