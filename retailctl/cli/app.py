@@ -7,6 +7,7 @@ that maps errors to exit codes) in `runner`. The order here is the order of `--h
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -139,6 +140,7 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    """The `retailctl` process: the command, then an exit that skips the collector's passes."""
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         app()
@@ -148,3 +150,10 @@ def main() -> None:
     except BrokenPipeError:  # the Python docs' "Note on SIGPIPE": quiet, no traceback
         console.silence(sys.stdout)
         sys.exit(BROKEN_PIPE_EXIT)
+    finally:
+        # Interpreter shutdown runs full garbage collections over every object left: with dbt
+        # loaded, 0.6-0.7 s of an hourly run after its work had ended. Frozen objects are left
+        # out of those passes; atexit handlers (the log's flush) and module teardown still run,
+        # and only garbage in reference cycles is left for the OS to reclaim (retailctl closes
+        # its files and connections itself, in `with` blocks).
+        gc.freeze()
