@@ -5,7 +5,7 @@ dbt-common names the source of each adapter behaviour flag (for a deprecation me
 to its module by scanning `sys.modules`: 3 or 4 flags per dbt invocation, ~80 ms of each
 `retailctl` invocation of dbt (2,000 modules loaded), and 2.4 MB of source lines left in
 `linecache` for the rest of the process. The name comes from the frames' globals alone here:
-the same answer (tests/test_gold.py compares the two), without reading a file.
+the same answer (tests/test_footprint.py compares the two), without reading a file.
 """
 
 from __future__ import annotations

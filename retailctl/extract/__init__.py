@@ -41,7 +41,7 @@ def extract(
     `new_sales` and `committed`: see `read_sales` (`committed` hears each snapshot written too).
     """
     # httpx is imported here, with the HTTP client: the dbt steps import this package for its
-    # names alone, and httpx would add ~7 MB to their peak memory.
+    # names alone, and httpx would add ~4 MB to their peak memory.
     from retailctl.extract.source import MIB, SourceClient, make_client
 
     settings.require_source()

@@ -1,6 +1,6 @@
-"""What keeps the dbt steps small and quick to start: each check runs in a fresh interpreter, as
-the CLI does, so modules other tests imported cannot hide an import, and dbt-common is patched
-only where the check asks for it."""
+"""What keeps retailctl's processes small and quick to start and to end: each check runs in a
+fresh interpreter, as the CLI does, so modules other tests imported cannot hide an import, and
+dbt-common is patched only where the check asks for it."""
 
 from __future__ import annotations
 
@@ -45,6 +45,15 @@ dbt_patches.apply()
 again = BehaviorFlagRendered.__dict__["_default_source"]
 print(again is first, first.__func__ is dbt_patches._default_source)
 """
+# main() ends with gc.freeze() (the interpreter's shutdown then skips its full collections); the
+# exit code and the output are the command's, and atexit handlers still run after it.
+FROZEN_AT_EXIT = """\
+import atexit, gc, sys
+from retailctl.cli import main
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
+sys.argv = ["retailctl", *sys.argv[1:]]
+main()
+"""
 HTTP_MODULES = """\
 import sys
 import retailctl.cli, retailctl.gold, retailctl.status
@@ -76,3 +85,17 @@ def test_apply_twice_keeps_one_replacement() -> None:
 def test_the_cli_imports_no_http_client_until_it_extracts() -> None:
     """httpx is ~4 MB of the dbt steps' peak memory: `transform` and `test` never import it."""
     assert python(HTTP_MODULES).strip() == "[]"
+
+
+def test_main_freezes_the_heap_before_the_interpreter_shuts_down() -> None:
+    version = subprocess.run(
+        [sys.executable, "-c", FROZEN_AT_EXIT, "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert version.returncode == 0
+    assert version.stdout.splitlines()[-1] == "frozen at exit: True"
+    assert version.stdout.splitlines()[0].startswith("retailctl ")
+    unknown = subprocess.run(
+        [sys.executable, "-c", FROZEN_AT_EXIT, "no-such-command"], capture_output=True, text=True, timeout=120
+    )
+    assert unknown.returncode == 2  # a usage error keeps its exit code
+    assert unknown.stdout.splitlines() == ["frozen at exit: True"]
