@@ -54,6 +54,21 @@ atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
 sys.argv = ["retailctl", *sys.argv[1:]]
 main()
 """
+# Garbage collections while dbt is imported, plain or through gold's import, and what is left
+# after it: the collector's state and how many objects were frozen.
+DBT_IMPORT = """\
+import gc, importlib, json, sys
+from retailctl import gold
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
+if sys.argv[1] == "gold":
+    gold._import_dbt()
+    gold._import_dbt()  # again: nothing more to import or freeze
+else:
+    importlib.import_module("dbt.cli.main")
+state = {"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}
+print(json.dumps({"collections": len(collections), **state}))
+"""
 HTTP_MODULES = """\
 import sys
 import retailctl.cli, retailctl.gold, retailctl.status
@@ -80,6 +95,14 @@ def test_patched_behaviour_flags_name_the_same_source_without_reading_any_file(t
 
 def test_apply_twice_keeps_one_replacement() -> None:
     assert python(APPLY_TWICE).split() == ["True", "True"]
+
+
+def test_dbt_is_imported_without_garbage_collections_and_frozen_after() -> None:
+    plain, gold = json.loads(python(DBT_IMPORT, "plain")), json.loads(python(DBT_IMPORT, "gold"))
+    assert plain["collections"] > 0 and plain["frozen"] == 0  # the cost: collections mid-import
+    assert gold["collections"] == 0
+    assert gold["enabled"] is True
+    assert gold["frozen"] > 100_000  # dbt's objects, skipped by every later collection
 
 
 def test_the_cli_imports_no_http_client_until_it_extracts() -> None:
