@@ -54,6 +54,14 @@ atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))
 sys.argv = ["retailctl", *sys.argv[1:]]
 main()
 """
+# main() freezes the CLI's modules before the command runs (its collections skip them).
+FROZEN_AT_START = """\
+import gc, sys
+import retailctl.cli
+cli = sys.modules["retailctl.cli.app"]
+cli.app = lambda: print("frozen at start:", gc.get_freeze_count() > 0)
+cli.main()
+"""
 # Garbage collections while dbt is imported, plain or through gold's import, and what is left
 # after it: the collector's state and how many objects were frozen.
 DBT_IMPORT = """\
@@ -95,6 +103,10 @@ def test_patched_behaviour_flags_name_the_same_source_without_reading_any_file(t
 
 def test_apply_twice_keeps_one_replacement() -> None:
     assert python(APPLY_TWICE).split() == ["True", "True"]
+
+
+def test_main_freezes_the_cli_modules_before_the_command_runs() -> None:
+    assert python(FROZEN_AT_START).splitlines() == ["frozen at start: True"]
 
 
 def test_dbt_is_imported_without_garbage_collections_and_frozen_after() -> None:
