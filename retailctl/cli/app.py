@@ -140,7 +140,8 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    """The `retailctl` process: the command, then an exit that skips the collector's passes."""
+    """The `retailctl` process: the CLI frozen, the command, then an exit that skips the
+    collector's full passes."""
     # The CLI's modules are imported and live as long as the process: frozen, the garbage
     # collector's full passes skip them (an idle run-all made one, ~40 ms; --version none).
     gc.freeze()
