@@ -25,7 +25,17 @@ from psycopg import sql
 from mock_api import DataConfig, RetailData
 from retailctl.extract import records
 from retailctl.extract import sales as extract_sales
-from tests.helpers import API_KEY, RETAILCTL, extract, load, python_path, run_cli, settings_for, write_bronze
+from tests.helpers import (
+    API_KEY,
+    RETAILCTL,
+    extract,
+    load,
+    python_path,
+    run_cli,
+    settings_for,
+    wait_until,
+    write_bronze,
+)
 from tests.helpers.scripted_api import ScriptedApi
 
 SilverLines = dict[tuple[int, int], tuple[Any, ...]]
@@ -353,7 +363,7 @@ def test_run_all_killed_while_loading_corrections_then_one_clean_run_equals_an_u
         process = subprocess.Popen(
             [*RETAILCTL, "run-all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if wait_for_load(db_url, process.pid):
+        if wait_for_load(db_url, process):
             time.sleep(rng.uniform(0, 0.3))  # a random instant inside the load (or just after)
             kills += process.poll() is None
             process.send_signal(signal.SIGKILL)
@@ -392,16 +402,18 @@ def dim_deleted(db_url: str) -> tuple[list[str], list[str]]:
     return [row[0] for row in customers], [row[0] for row in products]
 
 
-def wait_for_load(db_url: str, pid: int, timeout: float = 60) -> bool:
-    """Poll until the run's load connection is in pg_stat_activity; False if it never is."""
-    deadline = time.monotonic() + timeout
-    name = f"retailctl pid={pid} load"
+def wait_for_load(db_url: str, process: subprocess.Popen[Any], timeout: float = 60) -> bool:
+    """Poll until the run's load connection is in pg_stat_activity (True) or the run has ended
+    before one showed (False)."""
+    name = f"retailctl pid={process.pid} load"
     with psycopg.connect(db_url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
+
+        def state() -> str | None:
             if conn.execute("select 1 from pg_stat_activity where application_name = %s", (name,)).fetchone():
-                return True
-            time.sleep(0.01)
-    return False
+                return "loading"
+            return "ended" if process.poll() is not None else None
+
+        return wait_until(state, timeout, "the run's load to start or the run to end") == "loading"
 
 
 def test_a_cursor_set_back_by_hand_writes_those_sales_again(

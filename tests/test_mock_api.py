@@ -419,19 +419,19 @@ def test_api_serve_options_correct_and_delist() -> None:
             delisted_customers=7,
         )
     )
+
+    def page() -> httpx.Response | None:
+        try:
+            return httpx.get(
+                url + "/sales",
+                params={"start_sales_id": 491, "limit": 10},
+                headers={"Authorization": API_KEY},
+            )
+        except httpx.ConnectError:
+            return None  # not listening yet
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                response = httpx.get(
-                    url + "/sales",
-                    params={"start_sales_id": 491, "limit": 10},
-                    headers={"Authorization": API_KEY},
-                )
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "server never came up"
-                time.sleep(0.02)
+        response = wait_until(page, 10, "the server to answer", alive=server)
         assert response.json()["items"] == [truth.sale(k) for k in range(490, 500)]
         assert len({c.index for c in truth.corrections()}) >= 4
         assert all(c.index >= 490 for c in truth.corrections())
