@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 from psycopg import sql
@@ -36,7 +38,7 @@ from tests.helpers import (
     wait_until,
     write_bronze,
 )
-from tests.helpers.scripted_api import ScriptedApi
+from tests.helpers.scripted_api import Reply, Request, ScriptedApi
 
 SilverLines = dict[tuple[int, int], tuple[Any, ...]]
 
@@ -592,3 +594,131 @@ def test_an_older_version_of_a_sale_removes_no_line_and_a_newer_one_logs_its_old
         (7, "C1", date(2026, 1, 2)),
         (7, "C2", date(2026, 1, 3)),
     ]
+
+
+# -- the lookback window, requested together (issue 14) ------------------------------------------
+
+
+def written_sale_ids(data_dir: Path, before: list[Path]) -> list[int]:
+    """The ids of the sales (headers) in the bronze files written since `before`, sorted."""
+    return sorted(
+        row["id"]
+        for path in set(bronze_files(data_dir)) - set(before)
+        if "sales_customer" in str(path)
+        for row in map(json.loads, path.read_text().splitlines())
+    )
+
+
+class InFlight:
+    """A ScriptedApi script that holds each watched /sales request until `wanted` are in flight
+    at once (or `timeout_s` passed), and records the most seen: a client paging one request at
+    a time never gets past one."""
+
+    def __init__(self, wanted: int, timeout_s: float = 5) -> None:
+        self.wanted, self.timeout_s = wanted, timeout_s
+        self.watching = False
+        self.now = self.most = 0
+        self.changed = threading.Condition()
+
+    def __call__(self, request: Request) -> Reply | None:
+        if request.path != "/sales" or not self.watching:
+            return None
+        with self.changed:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.changed.notify_all()
+            self.changed.wait_for(lambda: self.most >= self.wanted, timeout=self.timeout_s)
+            self.now -= 1
+        return None
+
+
+def test_the_lookback_window_s_pages_are_requested_together_and_read_what_paging_one_by_one_reads(
+    db_url: str, data_dir: Path
+) -> None:
+    """An hour's lookback pages are requested WINDOW_REQUESTS at a time (an idle hour against a
+    source 50 ms away: 0.94 s -> 0.65 s): the corrected sales among them, and only those, are
+    written again, with ids that have gaps, and the new sales after the cursor follow."""
+    config = DataConfig(sales=1_000, customers=20, products=20, gap_every=70)
+    in_flight = InFlight(extract_sales.WINDOW_REQUESTS)
+    with ScriptedApi(in_flight, config) as api:
+        env = {"RETAIL_PAGE_SIZE": "50", "RETAIL_SALES_LOOKBACK": "400"}
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_MAX_SALES_PER_RUN="800", **env)
+        [first] = extract(settings, entities=["sales"])
+        cursor = api.data.sale_id(799) + 1
+        assert (first.records, first.cursor_to) == (800, cursor)
+        corrected = sorted(c.sale_id for c in api.data.correct(9, 300, end=800))
+        window = [api.data.sale_id(k) for k in range(800) if api.data.sale_id(k) >= cursor - 400]
+        files = bronze_files(data_dir)
+        in_flight.watching = True
+        [second] = extract(settings_for(data_dir, db_url, api.url, **env), entities=["sales"])
+    new = [api.data.sale_id(k) for k in range(800, 1_000)]
+    assert in_flight.most == extract_sales.WINDOW_REQUESTS > 1
+    assert len(corrected) == 9 and set(corrected) <= set(window)
+    assert (second.records, second.unchanged, second.cursor_to) == (9 + 200, len(window) - 9, new[-1] + 1)
+    assert written_sale_ids(data_dir, files) == corrected + new
+    assert second.warnings == [] and second.rejected == 0
+
+
+def test_a_limit_refused_mid_window_is_lowered_and_each_page_s_slice_is_still_read_whole(
+    db_url: str, data_dir: Path
+) -> None:
+    """A source that refuses the window's page size (422 above 250, as the original API does)
+    teaches the client the lower one while the window's requests are in flight: each is asked
+    again for 250 sales, a quarter of its slice, and the slice is read on from its last id.
+    The lowered limit is told once, however many requests learnt it."""
+    config = DataConfig(sales=3_000, customers=20, products=20, gap_every=70)
+    refusing = threading.Event()
+
+    def refuse_above_250(request: Request) -> Reply | None:
+        if refusing.is_set() and request.params.get("limit", 0) > 250:
+            return Reply(status=422, body=b'{"detail": "limit must be <= 250"}')
+        return None
+
+    with ScriptedApi(refuse_above_250, config) as api:
+        env = {"RETAIL_PAGE_SIZE": "1000", "RETAIL_SALES_LOOKBACK": "2000"}
+        settings = settings_for(data_dir, db_url, api.url, **env)
+        [first] = extract(settings, entities=["sales"])
+        cursor = first.cursor_to
+        corrected = sorted(c.sale_id for c in api.data.correct(6, 1_500))
+        window = [k for k in range(3_000) if api.data.sale_id(k) >= cursor - 2_000]
+        files = bronze_files(data_dir)
+        refusing.set()
+        warnings: list[str] = []
+        [again] = extract(settings, entities=["sales"], warn=warnings.append)
+        refused = [r for r in api.requests if r.path == "/sales" and r.params["limit"] == 1_000]
+    assert again.error is None and again.cursor_to == cursor
+    assert (again.records, again.unchanged) == (6, len(window) - 6)
+    assert written_sale_ids(data_dir, files) == corrected
+    assert warnings == ["GET /sales refused limit=1000; using the original API's maximum of 250"]
+    assert len(refused) > 1  # the first extract's pages, and the window's in flight when refused
+
+
+def test_a_window_page_that_does_not_advance_stops_the_run_and_loses_nothing(
+    db_url: str, data_dir: Path
+) -> None:
+    """A source ignoring start_sales_id in the window (always its first page): paging stops
+    with the same warning as one page at a time, the cursor stays, and the next good run reads
+    the new sales."""
+    config = DataConfig(sales=600, customers=20, products=20)
+    ignoring = threading.Event()
+
+    def ignore_start(request: Request) -> Reply | None:
+        if ignoring.is_set() and request.path == "/sales":
+            items = [api.data.sale(k) for k in range(request.params["limit"])]
+            return Reply(body=orjson.dumps({"items": items, "total_items": 600}))
+        return None
+
+    with ScriptedApi(ignore_start, config) as api:
+        env = {"RETAIL_PAGE_SIZE": "100", "RETAIL_SALES_LOOKBACK": "300"}
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_MAX_SALES_PER_RUN="500", **env)
+        extract(settings, entities=["sales"])
+        ignoring.set()
+        [stopped] = extract(settings_for(data_dir, db_url, api.url, **env), entities=["sales"])
+        ignoring.clear()
+        [after] = extract(settings_for(data_dir, db_url, api.url, **env), entities=["sales"])
+    assert stopped.warnings == [
+        "/sales?start_sales_id=201 returned no sale at or after that id; "
+        "paging does not advance, stopping there"
+    ]
+    assert (stopped.records, stopped.cursor_to) == (0, 501)
+    assert (after.records, after.unchanged, after.cursor_to) == (100, 300, 601)

@@ -15,6 +15,7 @@ sales go to a batch of their own, apart from the new ones, whose files load COPY
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +29,15 @@ from retailctl.errors import ContractViolation, RetailctlError
 from retailctl.extract import records
 from retailctl.extract.batch import Batch
 from retailctl.extract.result import EntityResult, log_result
-from retailctl.prefetch import prefetch
+from retailctl.prefetch import ordered_map, prefetch
 from retailctl.store import state
 
 if TYPE_CHECKING:
-    from retailctl.extract.source import SourceClient
+    from retailctl.extract.source import Page, SourceClient
 
 PAGES_PER_CHUNK = 8
+# requests in flight at once for the lookback window's pages (a polite number for one source)
+WINDOW_REQUESTS = 4
 # a long backfill vacuums meta.sale_hashes every this many rows pruned (and every run at its end)
 VACUUM_AFTER_PRUNED = 100_000
 
@@ -158,12 +161,21 @@ def _pages(
 
     The cap counts the sales at or past the cursor only: re-reading the lookback window must
     never use it up (the cursor would never move again)."""
+    if to_id is None and start < cursor:  # an hourly run's lookback: its pages all at once
+        window = _Window(source, start, cursor, limit, note)
+        yield from window
+        if window.ended:
+            return
+        start, first = cursor, window.after
+    else:
+        first = None
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
         if remaining == 0:
             return
-        page = source.page("/sales", {"start_sales_id": start, "limit": limit})
+        page = first or source.page("/sales", {"start_sales_id": start, "limit": limit})
+        first = None
         items, counted = _within_cap(page.items, remaining, cursor)
         past_end = False
         if to_id is not None:  # stop past M: the sales after it are not this backfill's
@@ -189,6 +201,81 @@ def _pages(
         yield _Page(fresh, start, _out_of_order(ids), page.total_items)
         if past_end or len(page.items) < source.effective_limit(limit):  # the limit it was read with
             return
+
+
+class _Window:
+    """The pages of the lookback window, ids [start, cursor), requested WINDOW_REQUESTS at a
+    time: the source has served these ids before, so where each page starts is known without
+    the page before it (sequential paging starts each page past the previous one's last id).
+    An hour with nothing new waits about one round trip for the window instead of one per
+    page. Each page keeps the ids of its own slice, [low, low + limit): with unique integer
+    ids, a full page of `limit` sales covers its slice, and one that does not (a source
+    answering fewer than asked) is continued sequentially from its last id.
+
+    The first page from the cursor on is requested with the window's (`after`: where the
+    sequential paging starts). `ended` is set if the window showed the source has nothing past
+    it (an empty or short page): paging on from the cursor would find nothing."""
+
+    def __init__(self, source: SourceClient, start: int, cursor: int, limit: int, note: Warn) -> None:
+        self.source, self.limit, self.note = source, limit, note
+        self.start, self.cursor = start, cursor
+        self.ended = False
+        self.after: Page | None = None
+
+    def slices(self) -> Iterator[tuple[int, int | None]]:
+        """Each page's slice of the window, then the cursor's page (no end: sequential)."""
+        width = self.source.effective_limit(self.limit)
+        window = ((low, min(low + width, self.cursor)) for low in range(self.start, self.cursor, width))
+        return itertools.chain(window, [(self.cursor, None)])
+
+    def __iter__(self) -> Iterator[_Page]:
+        answers = ordered_map(self._first_page, self.slices(), WINDOW_REQUESTS)
+        try:
+            for (low, high), page in zip(self.slices(), answers, strict=True):
+                if high is None:
+                    self.after = page
+                    return
+                while (kept := self._slice_page(page, low, high)) is not None:
+                    yield kept
+                    if self.ended or kept.next_start >= high:
+                        break
+                    low = kept.next_start  # a full page short of its slice's end
+                    page = self.source.page("/sales", {"start_sales_id": low, "limit": self.limit})
+                if self.ended:
+                    return
+        finally:
+            answers.close()
+
+    def _first_page(self, bounds: tuple[int, int | None]) -> Page:
+        return self.source.page("/sales", {"start_sales_id": bounds[0], "limit": self.limit})
+
+    def _slice_page(self, page: Page, low: int, high: int) -> _Page | None:
+        """The page's sales in [low, high) (and those without a valid id, to be rejected), and
+        where the slice goes on; None, with `ended` set, where paging would stop."""
+        if not page.items:
+            self.ended = True
+            return None
+        served = [records.sale_id_of(s) for s in page.items]
+        if not any(sale_id is not None and sale_id >= low for sale_id in served):
+            self.note(
+                f"/sales?start_sales_id={low} returned no sale at or after that id; paging "
+                "does not advance, stopping there"
+            )
+            self.ended = True
+            fresh = [s for s, sale_id in zip(page.items, served, strict=True) if sale_id is None]
+            return _Page(fresh, low, 0, page.total_items) if fresh else None
+        inside = [
+            (s, sale_id)
+            for s, sale_id in zip(page.items, served, strict=True)
+            if sale_id is None or low <= sale_id < high
+        ]
+        ids = [sale_id for _, sale_id in inside if sale_id is not None]
+        highest = max(sale_id for sale_id in served if sale_id is not None)
+        short = len(page.items) < self.source.effective_limit(self.limit)
+        if short and highest < high:
+            self.ended = True  # every sale from `low` on is in this page
+        next_start = high if short or highest >= high else highest + 1
+        return _Page([s for s, _ in inside], next_start, _out_of_order(ids), page.total_items)
 
 
 def _within_cap(items: list[Any], remaining: int | None, cursor: int) -> tuple[list[Any], int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class SourceClient:
         self.warn = warn
         self.retries = 0  # retried requests, for the run summary
         self._limit_cap: int | None = None
+        self._lock = threading.Lock()  # pages may be requested from several threads at once
         self.base_url = shown_url(client.base_url)
 
     def page(self, path: str, params: Mapping[str, int]) -> Page:
@@ -98,11 +100,13 @@ class SourceClient:
                         f"API key rejected: GET {path} answered HTTP {status}; check RETAIL_API_KEY"
                     )
                 if status == 422 and params.get("limit", 0) > ORIGINAL_MAX_LIMIT:
-                    self.warn(
-                        f"GET {path} refused limit={params['limit']}; "
-                        f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}"
-                    )
-                    self._limit_cap = ORIGINAL_MAX_LIMIT
+                    with self._lock:  # pages requested together may all learn it: told once
+                        learnt, self._limit_cap = self._limit_cap is None, ORIGINAL_MAX_LIMIT
+                    if learnt:
+                        self.warn(
+                            f"GET {path} refused limit={params['limit']}; "
+                            f"using the original API's maximum of {ORIGINAL_MAX_LIMIT}"
+                        )
                     return self.page(path, params)
                 if status == 200:
                     try:
@@ -116,7 +120,8 @@ class SourceClient:
                 else:  # retrying cannot fix it: a failed step, not an outage
                     raise ContractViolation(f"GET {url} answered HTTP {status}: {_excerpt(body)}")
             if attempt < self.attempts:
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 self.sleep(delay)
         if bad_body:
             raise ContractViolation(f"{last_problem} (tried {self.attempts} times)")
