@@ -14,7 +14,8 @@ Per size, against the bundled mock API in its own process and a scratch database
      partial-parse cache warm (bench/dbt_floor.py); and that floor again ending as retailctl
      does (`gc.freeze()` before the interpreter's shutdown), so no ratio owes anything to it
   6. `run-all` with nothing new (an idle hour), beside `retailctl --version` (Python start-up
-     and the CLI's imports)
+     and the CLI's imports); and again against the mock `--latency-ms 50`, a source farther
+     away than loopback (the lookback window's pages are requested together)
 Prints one table per size and writes everything as JSON (--json-out); `--markdown JSON` prints
 the README's table from such a file.
 """
@@ -42,6 +43,8 @@ from retailctl import gold
 PAGE = "1000"
 INCREMENT = 1_000
 FROZEN = "dbt_floor_frozen_s"  # not in the JSON of a run before the floor had that variant
+LATENCY_MS = 50  # the idle run again, against a source this far away
+LATENT = "idle_latent_s"  # not in the JSON of a run before that row
 # what retailctl passes to run-all's dbt invocations, given to the floor too (a checkout older
 # than RUNNER_FLAGS passed these; the floor is the same in both)
 OLD_FLAGS = ["--log-level", "none", "--log-level-file", "debug", "--no-use-colors"]
@@ -129,6 +132,9 @@ def measure(sales: int, runs: int) -> dict[str, Any]:
             env["RETAIL_API_URL"] = url
             idle = [cpu_timed(retailctl("run-all"), env) for _ in range(runs)]
             out["idle_s"], out["idle_cpu_s"] = medians(idle)
+        with mock_api(sales + runs * INCREMENT, ["--latency-ms", str(LATENCY_MS)]) as url:
+            latent = [cpu_timed(retailctl("run-all"), {**env, "RETAIL_API_URL": url}) for _ in range(runs)]
+            out[LATENT], out["idle_latent_cpu_s"] = medians(latent)
         version = [cpu_timed(retailctl("--version"), env) for _ in range(runs)]
         out["version_s"], out["version_cpu_s"] = medians(version)
     return out
@@ -177,6 +183,7 @@ def report(m: dict[str, Any]) -> None:
             ("  idle run-all (nothing new)", f"{m['idle_s']:.2f} s"),
             ("  idle run-all / --version", f"{m['idle_s'] / m['version_s']:.2f}x"),
             ("  the same in CPU seconds", f"{m['idle_cpu_s'] / m['version_cpu_s']:.2f}x"),
+            (f"  idle run-all, source {LATENCY_MS} ms away", f"{m[LATENT]:.2f} s"),
         ],
     )
 
@@ -237,6 +244,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
         row(
             "idle `run-all` / `--version` (wall / CPU)",
             lambda m: ratio(m, "idle", "version"),
+        ),
+        row(
+            f"idle `run-all`, the source {LATENCY_MS} ms away (`--latency-ms {LATENCY_MS}`)",
+            lambda m: f"{m[LATENT]:.2f} s" if LATENT in m else "not measured",
         ),
     ]
     return "\n".join(lines)
