@@ -189,6 +189,8 @@ def _pages(
         if not page.items or (past_end and not ids):
             return
         if not ids:
+            if not fresh and page.total_items is not None and page.total_items < start:
+                return  # the original API answers past its end with its last page again
             note(
                 f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
                 "does not advance, stopping there"
