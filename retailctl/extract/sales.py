@@ -3,7 +3,8 @@
 Sales are read from `meta.ingestion_state` in chunks of a few pages: a chunk's files are made
 durable first, then the cursor moves past them in one transaction, so a crash loses at most
 the chunk in flight and the next run reads it again. Bronze may hold a sale twice; it never
-misses one. The next page is fetched on a thread while the current one is written.
+misses one. The next page is fetched on a thread while the current one is written; the pages
+below the cursor, whose starts are known, are requested several at once (`_Window`).
 
 Each run starts `lookback` ids before the cursor, so a sale the source corrected soon after
 publishing it is read again; a re-read sale whose content hash (meta.sale_hashes) is unchanged
@@ -161,7 +162,7 @@ def _pages(
 
     The cap counts the sales at or past the cursor only: re-reading the lookback window must
     never use it up (the cursor would never move again)."""
-    if to_id is None and start < cursor:  # an hourly run's lookback: its pages all at once
+    if to_id is None and start < cursor:  # ids below the cursor (the lookback): requested together
         window = _Window(source, start, cursor, limit, note)
         yield from window
         if window.ended:
@@ -191,10 +192,7 @@ def _pages(
         if not ids:
             if not fresh and page.total_items is not None and page.total_items < start:
                 return  # the original API answers past its end with its last page again
-            note(
-                f"/sales?start_sales_id={start} returned no sale at or after that id; paging "
-                "does not advance, stopping there"
-            )
+            note(_does_not_advance(start))
             if fresh:
                 yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
             return
@@ -259,10 +257,7 @@ class _Window:
             return None
         served = [records.sale_id_of(s) for s in page.items]
         if not any(sale_id is not None and sale_id >= low for sale_id in served):
-            self.note(
-                f"/sales?start_sales_id={low} returned no sale at or after that id; paging "
-                "does not advance, stopping there"
-            )
+            self.note(_does_not_advance(low))
             self.ended = True
             fresh = [s for s, sale_id in zip(page.items, served, strict=True) if sale_id is None]
             return _Page(fresh, low, 0, page.total_items) if fresh else None
@@ -278,6 +273,13 @@ class _Window:
             self.ended = True  # every sale from `low` on is in this page
         next_start = high if short or highest >= high else highest + 1
         return _Page([s for s, _ in inside], next_start, _out_of_order(ids), page.total_items)
+
+
+def _does_not_advance(start: int) -> str:
+    return (
+        f"/sales?start_sales_id={start} returned no sale at or after that id; paging does not "
+        "advance, stopping there"
+    )
 
 
 def _within_cap(items: list[Any], remaining: int | None, cursor: int) -> tuple[list[Any], int]:
