@@ -25,7 +25,7 @@ from tests.helpers import (
     source_sales,
     wait_until,
 )
-from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi
+from tests.helpers.scripted_api import Gate, Reply, Request, ScriptedApi, normal_page
 
 
 def test_full_then_incremental_extraction_after_the_source_grows(
@@ -250,6 +250,31 @@ def test_original_api_limit_250_ignored_offset_and_never_empty_sales(data_dir: P
     assert any("ignores offset" in w for w in results["customers"].warnings)
     assert results["products"].records == 200
     assert header.params["limit"] == 1000  # tried once, then 250 for every later request
+
+
+def test_a_source_answering_fewer_than_asked_is_paged_to_its_end(data_dir: Path, db_url: str) -> None:
+    """The contract says "at most L": a source that caps its pages at 30, silently, when asked
+    for 100 still has more. A short page is not the end (an empty one is), in the first run and
+    in the lookback window's slices of an idle one."""
+    config = DataConfig(sales=500, gap_every=70)
+
+    def at_most_30(request: Request) -> Reply | None:
+        if request.path == "/sales":
+            _, body = normal_page(api.data, request.path, request.params)
+            page = orjson.loads(body)
+            return Reply(body=orjson.dumps({**page, "items": page["items"][:30]}))
+        return None
+
+    with ScriptedApi(at_most_30, config) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100")
+        [first] = extract(settings, entities=["sales"])
+        [idle] = extract(settings, entities=["sales"])
+    last_id = api.data.sale_id(499)
+    assert (first.records, first.cursor_to, first.warnings) == (500, last_id + 1, [])
+    assert (idle.records, idle.unchanged, idle.cursor_to, idle.warnings) == (0, 500, last_id + 1, [])
+    assert sorted(h["id"] for h in bronze_rows(data_dir, "sales_customer")) == [
+        api.data.sale_id(k) for k in range(500)
+    ]
 
 
 def test_max_sales_per_run_caps_the_extraction(start_mock, data_dir: Path, db_url: str) -> None:

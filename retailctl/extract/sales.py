@@ -157,8 +157,9 @@ def expected_sales(total_items: int | None, start: int, read: int, max_sales: in
 def _pages(
     source: SourceClient, start: int, limit: int, max_sales: int, to_id: int | None, cursor: int, note: Warn
 ) -> Iterator[_Page]:
-    """Each page's sales at or after the start (and up to `to_id`), until the end, the cap,
-    `to_id`, or a page that does not advance. Runs on the prefetch thread.
+    """Each page's sales at or after the start (and up to `to_id`), until the end (an empty
+    page, or none past the start), the cap, `to_id`, or a page that does not advance. Runs on
+    the prefetch thread.
 
     The cap counts the sales at or past the cursor only: re-reading the lookback window must
     never use it up (the cursor would never move again)."""
@@ -190,8 +191,8 @@ def _pages(
         if not page.items or (past_end and not ids):
             return
         if not ids:
-            if not fresh and page.total_items is not None and page.total_items < start:
-                return  # the original API answers past its end with its last page again
+            if not fresh and _past_the_end(page, start):
+                return
             note(_does_not_advance(start))
             if fresh:
                 yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
@@ -199,8 +200,11 @@ def _pages(
         taken += counted
         start = max(ids) + 1
         yield _Page(fresh, start, _out_of_order(ids), page.total_items)
-        if past_end or len(page.items) < source.effective_limit(limit):  # the limit it was read with
+        if past_end:
             return
+        # A page shorter than asked is not the end: the contract says "at most L", and a source
+        # may cap its pages below what it accepts. The end is an empty page, or one with nothing
+        # past the start (the original API's, below).
 
 
 class _Window:
@@ -209,12 +213,13 @@ class _Window:
     the page before it (sequential paging starts each page past the previous one's last id).
     An hour with nothing new waits about one round trip for the window instead of one per
     page. Each page keeps the ids of its own slice, [low, low + limit): with unique integer
-    ids, a full page of `limit` sales covers its slice, and one that does not (a source
-    answering fewer than asked) is continued sequentially from its last id.
+    ids, a full page of `limit` sales covers its slice, and one that stops short of the slice's
+    end (a source answering fewer than asked, or one that lowered the limit) is continued
+    sequentially from its last id.
 
     The first page from the cursor on is requested with the window's (`after`: where the
     sequential paging starts). `ended` is set if the window showed the source has nothing past
-    it (an empty or short page): paging on from the cursor would find nothing."""
+    it (an empty page, or none past a slice's start): paging on would find nothing."""
 
     def __init__(self, source: SourceClient, start: int, cursor: int, limit: int, note: Warn) -> None:
         self.source, self.limit, self.note = source, limit, note
@@ -239,7 +244,7 @@ class _Window:
                     yield kept
                     if self.ended or kept.next_start >= high:
                         break
-                    low = kept.next_start  # a full page short of its slice's end
+                    low = kept.next_start  # the page stopped short of its slice's end
                     page = self.source.page("/sales", {"start_sales_id": low, "limit": self.limit})
                 if self.ended:
                     return
@@ -257,9 +262,11 @@ class _Window:
             return None
         served = [records.sale_id_of(s) for s in page.items]
         if not any(sale_id is not None and sale_id >= low for sale_id in served):
-            self.note(_does_not_advance(low))
             self.ended = True
             fresh = [s for s, sale_id in zip(page.items, served, strict=True) if sale_id is None]
+            if not fresh and _past_the_end(page, low):
+                return None
+            self.note(_does_not_advance(low))
             return _Page(fresh, low, 0, page.total_items) if fresh else None
         inside = [
             (s, sale_id)
@@ -268,11 +275,14 @@ class _Window:
         ]
         ids = [sale_id for _, sale_id in inside if sale_id is not None]
         highest = max(sale_id for sale_id in served if sale_id is not None)
-        short = len(page.items) < self.source.effective_limit(self.limit)
-        if short and highest < high:
-            self.ended = True  # every sale from `low` on is in this page
-        next_start = high if short or highest >= high else highest + 1
+        next_start = high if highest >= high else highest + 1
         return _Page([s for s, _ in inside], next_start, _out_of_order(ids), page.total_items)
+
+
+def _past_the_end(page: Page, start: int) -> bool:
+    """The original API answers past its end with its last page again: no sale at or after
+    `start`, and `total_items` (how many it has) says there is none."""
+    return page.total_items is not None and page.total_items < start
 
 
 def _does_not_advance(start: int) -> str:
