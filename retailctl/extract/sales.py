@@ -168,9 +168,9 @@ def _pages(
         yield from window
         if window.ended:
             return
-        start, first = cursor, window.after
+        start, first, after_short = cursor, window.after, window.last_short
     else:
-        first = None
+        first, after_short = None, False
     taken = 0
     while True:
         remaining = max_sales - taken if max_sales else None
@@ -191,7 +191,7 @@ def _pages(
         if not page.items or (past_end and not ids):
             return
         if not ids:
-            if not fresh and _past_the_end(page, start):
+            if after_short or (not fresh and _past_the_end(page, start)):
                 return
             note(_does_not_advance(start))
             if fresh:
@@ -204,7 +204,9 @@ def _pages(
             return
         # A page shorter than asked is not the end: the contract says "at most L", and a source
         # may cap its pages below what it accepts. The end is an empty page, or one with nothing
-        # past the start (the original API's, below).
+        # past the start: after a short page (which held every sale from its start on, records
+        # without a usable id included) or where total_items says so (the original API's).
+        after_short = len(page.items) < source.effective_limit(limit)
 
 
 class _Window:
@@ -226,6 +228,7 @@ class _Window:
         self.start, self.cursor = start, cursor
         self.ended = False
         self.after: Page | None = None
+        self.last_short = False  # the window's last page was shorter than asked
 
     def slices(self) -> Iterator[tuple[int, int | None]]:
         """Each page's slice of the window, then the cursor's page (no end: sequential)."""
@@ -240,8 +243,10 @@ class _Window:
                 if high is None:
                     self.after = page
                     return
-                while (kept := self._slice_page(page, low, high)) is not None:
+                after_short = False
+                while (kept := self._slice_page(page, low, high, after_short)) is not None:
                     yield kept
+                    self.last_short = after_short = len(page.items) < self.source.effective_limit(self.limit)
                     if self.ended or kept.next_start >= high:
                         break
                     low = kept.next_start  # the page stopped short of its slice's end
@@ -254,9 +259,10 @@ class _Window:
     def _first_page(self, bounds: tuple[int, int | None]) -> Page:
         return self.source.page("/sales", {"start_sales_id": bounds[0], "limit": self.limit})
 
-    def _slice_page(self, page: Page, low: int, high: int) -> _Page | None:
+    def _slice_page(self, page: Page, low: int, high: int, after_short: bool) -> _Page | None:
         """The page's sales in [low, high) (and those without a valid id, to be rejected), and
-        where the slice goes on; None, with `ended` set, where paging would stop."""
+        where the slice goes on; None, with `ended` set, where paging would stop (as `_pages`
+        stops; `after_short`: the slice's page before this one was shorter than asked)."""
         if not page.items:
             self.ended = True
             return None
@@ -264,7 +270,7 @@ class _Window:
         if not any(sale_id is not None and sale_id >= low for sale_id in served):
             self.ended = True
             fresh = [s for s, sale_id in zip(page.items, served, strict=True) if sale_id is None]
-            if not fresh and _past_the_end(page, low):
+            if after_short or (not fresh and _past_the_end(page, low)):
                 return None
             self.note(_does_not_advance(low))
             return _Page(fresh, low, 0, page.total_items) if fresh else None
