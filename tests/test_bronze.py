@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -106,6 +108,38 @@ def test_a_page_slower_than_the_timeout_is_retried(data_dir: Path, db_url: str) 
         starts = [r.params["start_sales_id"] for r in api.requests if r.path == "/sales"]
     assert result.records == 300
     assert starts[:3] == [1, 101, 101]  # the slow page was asked for again
+
+
+def test_each_thread_s_request_keeps_its_own_deadline() -> None:
+    """The window's pages share one transport: another thread's requests must not push back
+    the deadline of a page trickling in one byte at a time."""
+    stop = threading.Event()
+
+    def trickle_products(request: Request) -> Reply | None:
+        return Reply(trickle_s=0.05) if request.path == "/products" else None
+
+    from retailctl.extract.source import make_client
+
+    quick: list[int] = []
+    with (
+        ScriptedApi(trickle_products, DataConfig(sales=10)) as api,
+        make_client(api.url, API_KEY, 1.0) as http,
+    ):
+
+        def keep_asking() -> None:
+            while not stop.is_set() and len(quick) < 500:
+                quick.append(http.get("/sales", params={"limit": 1}).status_code)
+
+        other = threading.Thread(target=keep_asking)
+        other.start()
+        try:
+            with pytest.raises(httpx.ReadTimeout, match="no complete response within 1 s"):
+                http.get("/products", params={"limit": 100})
+            cut_while_others_asked = len(quick) < 500 and other.is_alive()
+        finally:
+            stop.set()
+            other.join(30)
+    assert cut_while_others_asked and quick and set(quick) == {200}
 
 
 def test_rejected_api_key_is_exit_77_with_nothing_written(
@@ -219,6 +253,36 @@ def test_sales_paging_that_does_not_advance_is_stopped(data_dir: Path, db_url: s
         "paging does not advance, stopping there"
     ]
     assert cursor_of(db_url) == 101
+
+
+def test_a_source_ignoring_start_past_its_count_still_warns(data_dir: Path, db_url: str) -> None:
+    """With id gaps the cursor passes total_items (a count): a source then ignoring
+    start_sales_id is a stall to warn about, not the original API's end of data."""
+    config = DataConfig(sales=300, gap_every=10)
+    ignoring = threading.Event()
+
+    def ignore_start(request: Request) -> Reply | None:
+        if ignoring.is_set() and request.path == "/sales":
+            items = [api.data.sale(k) for k in range(100)]
+            return Reply(body=orjson.dumps({"items": items, "total_items": 300}))
+        return None
+
+    with ScriptedApi(ignore_start, config) as api:
+        settings = settings_for(data_dir, db_url, api.url, RETAIL_PAGE_SIZE="100", RETAIL_SALES_LOOKBACK="0")
+        [first] = extract(settings, entities=["sales"])
+        ignoring.set()
+        [stalled] = extract(settings, entities=["sales"])
+    cursor = api.data.sale_id(299) + 1
+    assert first.cursor_to == cursor > 300
+    assert (stalled.records, stalled.cursor_to) == (0, cursor)
+    assert stalled.warnings == [_no_advance(cursor)]
+
+
+def _no_advance(start: int) -> str:
+    return (
+        f"/sales?start_sales_id={start} returned no sale at or after that id; "
+        "paging does not advance, stopping there"
+    )
 
 
 def test_original_api_limit_250_ignored_offset_and_never_empty_sales(data_dir: Path, db_url: str) -> None:

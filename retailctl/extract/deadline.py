@@ -5,12 +5,14 @@ trips a 30 s read timeout and holds a request (and the pipeline lock) for a day.
 connect, write and read of a request gets at most the time left before its deadline, so a
 request ends within `seconds` whatever the server does (its body read included).
 
-Requests through one transport run one at a time (extract reads pages in sequence, from one
-thread at a time); the deadline is the current request's.
+Several threads may request through one transport at once (extract asks for the lookback
+window's pages together): each thread's deadline is its own current request's, and a request's
+connect, writes and reads all run on the thread that made it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import typing
 from collections.abc import Iterable
@@ -22,10 +24,16 @@ import httpx
 class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.at = time.monotonic() + seconds
+        self._current = threading.local()  # per thread: another's request never moves it
 
-    def start(self) -> None:
-        self.at = time.monotonic() + self.seconds
+    @property
+    def at(self) -> float:
+        at = getattr(self._current, "at", None)
+        return self.start() if at is None else at
+
+    def start(self) -> float:
+        self._current.at = time.monotonic() + self.seconds
+        return self._current.at
 
     def bound(self, timeout: float | None) -> float:
         """The time the next socket operation may take; ReadTimeout once the deadline passed."""

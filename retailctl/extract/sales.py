@@ -287,8 +287,10 @@ class _Window:
 
 def _past_the_end(page: Page, start: int) -> bool:
     """The original API answers past its end with its last page again: no sale at or after
-    `start`, and `total_items` (how many it has) says there is none."""
-    return page.total_items is not None and page.total_items < start
+    `start`, the page ending at `start - 1` (where the paging stopped), and `total_items`
+    (how many it has) no more than that. A source ignoring `start` serves another page."""
+    ids = [sale_id for sale_id in map(records.sale_id_of, page.items) if sale_id is not None]
+    return page.total_items is not None and page.total_items < start and max(ids, default=0) == start - 1
 
 
 def _does_not_advance(start: int) -> str:
