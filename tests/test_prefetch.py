@@ -88,7 +88,8 @@ def test_an_error_surfaces_at_its_item_s_turn_after_the_answers_before_it() -> N
         next(answers)
 
 
-def test_a_consumer_that_stops_starts_no_new_call() -> None:
+def test_a_consumer_that_stops_starts_no_new_call_and_its_threads_end() -> None:
+    threads_before = threading.active_count()
     calls, counter = Calls(), [0]
     answers = ordered_map(calls, pulled(counter), workers=2)
     calls.let_go(0)
@@ -98,3 +99,4 @@ def test_a_consumer_that_stops_starts_no_new_call() -> None:
     calls.release_all(3)
     wait_until(lambda: calls.running == 0, 30, "the calls in flight to end")
     assert counter[0] == 3 and sorted(calls.started) == [0, 1, 2]
+    wait_until(lambda: threading.active_count() == threads_before, 30, "the two workers to end")

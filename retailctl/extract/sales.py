@@ -191,11 +191,8 @@ def _pages(
         if not page.items or (past_end and not ids):
             return
         if not ids:
-            if after_short or (not fresh and _past_the_end(page, start)):
-                return
-            note(_does_not_advance(start))
-            if fresh:
-                yield _Page(fresh, start, 0, page.total_items)  # no valid id: rejected, with why
+            if last := _nothing_past(page, start, fresh, after_short, note):
+                yield last
             return
         taken += counted
         start = max(ids) + 1
@@ -270,10 +267,7 @@ class _Window:
         if not any(sale_id is not None and sale_id >= low for sale_id in served):
             self.ended = True
             fresh = [s for s, sale_id in zip(page.items, served, strict=True) if sale_id is None]
-            if after_short or (not fresh and _past_the_end(page, low)):
-                return None
-            self.note(_does_not_advance(low))
-            return _Page(fresh, low, 0, page.total_items) if fresh else None
+            return _nothing_past(page, low, fresh, after_short, self.note)
         inside = [
             (s, sale_id)
             for s, sale_id in zip(page.items, served, strict=True)
@@ -283,6 +277,17 @@ class _Window:
         highest = max(sale_id for sale_id in served if sale_id is not None)
         next_start = high if highest >= high else highest + 1
         return _Page([s for s, _ in inside], next_start, _out_of_order(ids), page.total_items)
+
+
+def _nothing_past(page: Page, start: int, fresh: list[Any], after_short: bool, note: Warn) -> _Page | None:
+    """A page with no sale at or after `start` ends the paging: quietly after a short page
+    (which held every sale from its start on) or at the original API's end; otherwise with a
+    warning. Its records without a valid id (`fresh`) are kept to be rejected, unless already
+    read with the short page."""
+    if after_short or (not fresh and _past_the_end(page, start)):
+        return None
+    note(_does_not_advance(start))
+    return _Page(fresh, start, 0, page.total_items) if fresh else None  # rejected, with why
 
 
 def _past_the_end(page: Page, start: int) -> bool:
