@@ -184,9 +184,19 @@ def test_the_contracts_not_nulls_are_in_postgres_and_added_to_incremental_tables
         "day",
         "sale_id",
     }
-    transformed = run_cli(["transform"], env=built.env)
+    transformed = run_cli(["transform", "--json"], env=built.env)
     assert transformed.returncode == 0, transformed.stderr
     assert not_null_columns(built.db_url) == CONTRACT_NOT_NULL
+    # one dbt invocation builds the snapshot and every model, and runs no test
+    [command] = json.loads(transformed.stdout)["commands"]
+    assert command["command"].startswith("build ")
+    assert sorted((node["kind"], node["name"], node["status"]) for node in command["nodes"]) == [
+        ("model", "dim_customer", "success"),
+        ("model", "dim_product", "success"),
+        ("model", "mart_sales_by_customer", "success"),
+        ("model", "sales_item", "success"),
+        ("snapshot", "customers_snapshot", "success"),
+    ]
 
 
 def test_the_tables_run_all_knows_fresh_are_those_the_sources_give_a_freshness_rule() -> None:

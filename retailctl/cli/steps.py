@@ -113,7 +113,7 @@ def transform(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Build the Gold models with dbt: the customer snapshot, then core, then the mart."""
+    """Build the Gold models with dbt: the customer snapshot, core and the mart, in DAG order."""
     if select not in gold.SELECTIONS:
         raise typer.BadParameter("choose core, mart or all", param_hint="--select")
 
