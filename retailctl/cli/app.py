@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from retailctl import __version__
+from retailctl import __version__, stopping
 from retailctl.cli import console, database, dbt_docs, diagnose, mock, steps, unattended
 from retailctl.cli.runner import BROKEN_PIPE_EXIT, CliState
 from retailctl.config import LOG_FORMATS
@@ -138,10 +137,6 @@ api_app.command("serve")(mock.api_serve)
 HTTPX_CLI = "httpx._main"
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
 def main() -> None:
     """The `retailctl` process: the CLI frozen, the command, then an exit that skips the
     collector's full passes."""
@@ -152,7 +147,7 @@ def main() -> None:
     # click is installed, as dbt has it: ~17 ms of every extracting process, never used here.
     # A None in sys.modules makes that import fail; httpx then defines a `main` that says so.
     sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[arg-type]
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    stopping.install()  # SIGTERM raises Terminated; neither signal is lost (see stopping)
     try:
         app()
     except Terminated:  # raised outside a command body (during start-up or teardown)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from retailctl import pipeline
+from retailctl import pipeline, stopping
 from retailctl.cli import console
 from retailctl.cli.render import RunView
 from retailctl.config import SETTING_SPECS, Settings, choose_env_file, load_settings
@@ -94,6 +94,7 @@ def run(
                 settings, warn=lambda message: console.warn(settings.redact(message))
             )
         result = action()
+        stopping.raise_if_stopped()  # a stop signal dropped where Python ignores exceptions
     except (typer.Exit, typer.Abort, typer.TyperException):  # Typer's own: exit as it says
         raise
     except BrokenPipeError:  # output written past console's guard (it silences, not raises)

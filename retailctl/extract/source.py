@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
+from retailctl import stopping
 from retailctl.errors import ContractViolation, CredentialsRejected, SourceUnavailable
 from retailctl.extract.body import ACCEPT_ENCODING, BodyTooLarge, UnreadableBody, read_body
 from retailctl.extract.deadline import DeadlineTransport
@@ -82,6 +83,7 @@ class SourceClient:
         JSON are retried with backoff; after the last attempt a bad body is a
         ContractViolation (exit 1), the rest SourceUnavailable (exit 69).
         """
+        stopping.raise_if_stopped()
         params = dict(params)
         last_problem, bad_body = "", False
         for attempt in range(1, self.attempts + 1):

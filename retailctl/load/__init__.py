@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from retailctl import stopping
 from retailctl.bronze_store import BronzeStore, open_bronze
 from retailctl.errors import BronzeFileError
 from retailctl.load.arrivals import Arrivals
@@ -93,6 +94,7 @@ def _load_files(
     arrivals: Arrivals | None,
 ) -> None:
     for file, items in read_ahead(pending):
+        stopping.raise_if_stopped()
         if arrivals is not None and arrivals.stopped:
             return
         table_result = result.tables[file.table.name]
