@@ -40,3 +40,9 @@ def raise_if_stopped() -> None:
     """Raise the stop signal's exception if one arrived (again: once stopped, always stopped)."""
     if _received is not None:
         raise _received()
+
+
+def handled() -> None:
+    """The stop signal was the expected end of the work (a server told to stop): forget it."""
+    global _received
+    _received = None

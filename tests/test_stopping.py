@@ -75,3 +75,13 @@ def test_the_handlers_still_raise_where_the_signal_lands(installed: None) -> Non
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(1000):
             pass
+
+
+def test_a_stop_handled_on_purpose_is_not_raised_again(installed: None) -> None:
+    """`docs --serve` ends on Ctrl-C with exit 0: the signal is its expected end."""
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+    stopping.handled()
+    stopping.raise_if_stopped()

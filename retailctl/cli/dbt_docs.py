@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from retailctl import docs_server, gold
+from retailctl import docs_server, gold, stopping
 from retailctl.cli import console
 from retailctl.cli.runner import JsonOption, database_of, run, settings_of
 from retailctl.errors import Terminated
@@ -63,7 +63,7 @@ def serve_docs(target: Path, host: str, port: int) -> None:
     try:
         server.serve_forever()
     except (KeyboardInterrupt, Terminated):
-        pass
+        stopping.handled()  # how the server is meant to end: exit 0
     finally:
         server.server_close()
     console.say("docs server stopped")
