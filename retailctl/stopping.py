@@ -6,13 +6,14 @@ ignored in ...") and dropped. A SIGINT or SIGTERM that arrived there was lost an
 went on to its end, exit 0 (seen: Ctrl-C during an import, in a weakref callback of the import
 lock). The handlers installed here also record the signal, and `raise_if_stopped()`, called
 where work goes on from (each source request, each file loaded, a command's end), raises it
-again. In a process that never called `install()` (retailctl used as a library) it does
-nothing.
+again; Python's "Exception ignored" report of it is left out, as it is not lost. In a process
+that never called `install()` (retailctl used as a library) it does nothing.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable
 from types import FrameType
 
@@ -34,6 +35,20 @@ def install() -> None:
     """SIGTERM raises Terminated and SIGINT KeyboardInterrupt, as before, and both are kept."""
     signal.signal(signal.SIGTERM, _handler(Terminated))
     signal.signal(signal.SIGINT, _handler(KeyboardInterrupt))
+    sys.unraisablehook = _quiet_for_kept_stops(sys.unraisablehook)
+
+
+def _quiet_for_kept_stops(
+    report: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """Python's report of an exception it dropped, except a stop signal's that is kept."""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if _received is not None and unraisable.exc_type is _received:
+            return  # raised again by raise_if_stopped: no traceback for the user
+        report(unraisable)
+
+    return hook
 
 
 def raise_if_stopped() -> None:
