@@ -14,6 +14,7 @@ import orjson
 import psycopg
 import pytest
 
+from retailctl import stopping
 from tests.helpers import (
     checksums,
     extract,
@@ -334,3 +335,17 @@ def test_sigkilled_load_then_rerun_equals_an_uninterrupted_load(
 
     load(data_dir, reference_db_url)  # the same files, uninterrupted
     assert checksums(db_url) == checksums(reference_db_url)
+
+
+def test_load_stops_before_its_next_file_once_a_stop_signal_came(
+    data_dir: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT Python dropped (see retailctl.stopping) still stops load: nothing is loaded."""
+    write_bronze(data_dir, "sales_product", [line(1, 1, 10.0)])
+    monkeypatch.setattr(stopping, "_received", KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        load(data_dir, db_url)
+    monkeypatch.setattr(stopping, "_received", None)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from meta.loaded_files").fetchone() == (0,)
+    assert load(data_dir, db_url).tables["sales_product"].inserted == 1  # then loads as usual
